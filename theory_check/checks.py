@@ -1,0 +1,115 @@
+"""Input validation shared by the public API: every failure is a ValueError naming the parameter."""
+
+import numbers
+
+import numpy as np
+
+
+def array(value, name, ndim=None, shape=None, finite=True):
+    """`value` as a float64 array, checked for dimensionality, shape and finiteness.
+
+    `shape` may contain None for a free axis.
+    """
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers ({exc})") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, arr.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def batch(x, dim, name="x"):
+    """A batch of points: float64 array of shape (n, dim), n >= 1, finite."""
+    arr = array(x, name, ndim=2)
+    if arr.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (n, {dim}), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (n = 0)")
+    return arr
+
+
+def tau(value, name="tau"):
+    """A noise level in the open interval (0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
+        arr = np.asarray(value)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name} must be a real scalar, got {value!r}")
+        value = arr.item()
+    t = float(value)
+    if not (0.0 < t < 1.0):
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {t!r}")
+    return t
+
+
+def integer(value, name, minimum=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def positive(value, name, allow_zero=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return v
+
+
+def probability_vector(w, name="weights"):
+    w = array(w, name, ndim=1)
+    if w.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if np.any(w < 0):
+        raise ValueError(f"{name} must be non-negative")
+    if abs(w.sum() - 1.0) > 1e-10:
+        raise ValueError(f"{name} must sum to 1, got sum {w.sum()!r}")
+    if np.any(w == 0):
+        raise ValueError(f"{name} must be strictly positive (drop zero-weight components)")
+    return w
+
+
+def psd_eigh(cov, name):
+    """Eigendecomposition of a symmetric positive semi-definite matrix, checked."""
+    cov = array(cov, name, ndim=2)
+    d = cov.shape[0]
+    if cov.shape != (d, d):
+        raise ValueError(f"{name} must be square, got shape {cov.shape}")
+    scale = max(np.abs(cov).max(), 1e-300)
+    if np.abs(cov - cov.T).max() > 1e-10 * scale:
+        raise ValueError(f"{name} must be symmetric")
+    lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    if lam.min() < -1e-10 * scale:
+        raise ValueError(f"{name} must be positive semi-definite (min eigenvalue {lam.min():.3g})")
+    # Eigenvalues within rounding of zero are zero: a singular covariance is allowed.
+    lam = np.where(lam < 1e-13 * scale, 0.0, lam)
+    return lam, V
+
+
+def orthonormal(U, name, dim):
+    U = array(U, name, ndim=2)
+    if U.shape[0] != dim or U.shape[1] > dim or U.shape[1] == 0:
+        raise ValueError(f"{name} must have shape ({dim}, m) with 1 <= m <= {dim}, got {U.shape}")
+    if np.abs(U.T @ U - np.eye(U.shape[1])).max() > 1e-10:
+        raise ValueError(f"{name} must have orthonormal columns")
+    return U
+
+
+def rng(seed, name="seed"):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        raise ValueError(f"{name} must be given (an int or a numpy Generator) for reproducibility")
+    return np.random.default_rng(integer(seed, name, minimum=0))

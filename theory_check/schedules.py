@@ -1,0 +1,84 @@
+"""Noise-level schedules: strictly decreasing arrays `taus` in (0, 1) (SPEC section 4).
+
+A sampler maps samples at taus[0] to samples at taus[-1]; steps = len(taus) - 1.
+"""
+
+import numpy as np
+
+from . import checks
+
+
+def paper(T, c0=2.0, c1=4.0):
+    """The learning-rate schedule of Li, Zhou, Wei & Chen (2025), returned as [tau_T, ..., tau_1].
+
+        beta_1 = T^{-c0},  beta_{t+1} = eta * min(beta_1 (1 + eta)^t, 1),  eta = c1 log T / T,
+        alpha_bar_t = prod_{i<=t} (1 - beta_i),  tau_t = 1 - alpha_bar_t.
+
+    T points, T - 1 steps. The end point tau_1 = beta_1 moves with T.
+
+    Deviation (README): for small T the rate eta = c1 log T / T exceeds 1 (T = 4..8 at c1 = 4),
+    so beta could reach or exceed 1 and alpha_bar would leave (0, 1). We use
+    eta = min(c1 log T / T, 1/2), which equals the paper's rate whenever c1 log T / T <= 1/2
+    (T >= 27 at c1 = 4), the regime the theorem is about.
+    tau_t is computed as -expm1(sum log1p(-beta)) to keep full relative precision near 0.
+    """
+    T = checks.integer(T, "T", minimum=2)
+    c0 = checks.positive(c0, "c0")
+    c1 = checks.positive(c1, "c1")
+    eta = min(c1 * np.log(T) / T, 0.5)
+    beta1 = float(T) ** (-c0)
+    if not beta1 < 1.0:
+        raise ValueError(f"c0 must make beta_1 = T^-c0 < 1, got {beta1}")
+    t = np.arange(1, T)
+    # log of beta_1 (1 + eta)^t, kept in logs so that large T does not overflow
+    growth = np.log(beta1) + t * np.log1p(eta)
+    beta = np.concatenate([[beta1], eta * np.exp(np.minimum(growth, 0.0))])
+    taus = -np.expm1(np.cumsum(np.log1p(-beta)))[::-1].copy()
+    if np.any(np.diff(taus) >= 0) or taus[0] >= 1.0:
+        raise ValueError(f"c1 = {c1} is too large for T = {T}: alpha_bar_T = {np.exp(np.sum(np.log1p(-beta))):.1e} "
+                         "is below float64 resolution next to 1, so consecutive tau are equal")
+    return taus
+
+
+def log_snr(steps, tau_min=1e-3, tau_max=1.0 - 1e-3):
+    """Uniform in lambda = log((1 - tau)/tau) from tau_max down to tau_min, end points exact."""
+    steps = checks.integer(steps, "steps", minimum=1)
+    tau_min, tau_max = checks.tau(tau_min, "tau_min"), checks.tau(tau_max, "tau_max")
+    if not tau_min < tau_max:
+        raise ValueError(f"tau_min must be < tau_max, got {tau_min} >= {tau_max}")
+    lam = np.linspace(np.log1p(-tau_max) - np.log(tau_max), np.log1p(-tau_min) - np.log(tau_min), steps + 1)
+    taus = 1.0 / (1.0 + np.exp(lam))
+    taus[0], taus[-1] = tau_max, tau_min
+    return _checked(taus)
+
+
+def edm(steps, tau_min=1e-3, tau_max=1.0 - 1e-3, rho=7.0):
+    """Karras et al. (2022): sigma = sqrt(tau/(1-tau)) spaced uniformly in sigma^(1/rho)."""
+    steps = checks.integer(steps, "steps", minimum=1)
+    tau_min, tau_max = checks.tau(tau_min, "tau_min"), checks.tau(tau_max, "tau_max")
+    rho = checks.positive(rho, "rho")
+    if not tau_min < tau_max:
+        raise ValueError(f"tau_min must be < tau_max, got {tau_min} >= {tau_max}")
+    smax, smin = np.sqrt(tau_max / (1 - tau_max)), np.sqrt(tau_min / (1 - tau_min))
+    sig = (smax ** (1 / rho) + np.linspace(0, 1, steps + 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    taus = sig ** 2 / (1 + sig ** 2)
+    taus[0], taus[-1] = tau_max, tau_min
+    return _checked(taus)
+
+
+def _checked(taus):
+    if np.any(np.diff(taus) >= 0):
+        raise ValueError("taus must be strictly decreasing (steps too many for the tau range in float64)")
+    return taus
+
+
+def validate(taus):
+    """A user-supplied schedule: 1-D, at least 2 points, strictly decreasing, inside (0, 1)."""
+    taus = checks.array(taus, "taus", ndim=1)
+    if taus.size < 2:
+        raise ValueError(f"taus must have at least 2 points (1 step), got {taus.size}")
+    if np.any(taus <= 0) or np.any(taus >= 1):
+        raise ValueError("taus must lie in the open interval (0, 1)")
+    if np.any(np.diff(taus) >= 0):
+        raise ValueError("taus must be strictly decreasing")
+    return taus

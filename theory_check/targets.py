@@ -1,0 +1,527 @@
+"""Targets whose every noised marginal q_tau is known in closed form.
+
+Convention (SPEC section 2): X(tau) = a X0 + sqrt(tau) Z with a = sqrt(1 - tau), Z ~ N(0, I_d).
+Every target provides, for a batch x of shape (n, d) and a scalar tau in (0, 1):
+
+    log_density(x, tau) -> (n,)        log q_tau(x)
+    score(x, tau)       -> (n, d)      grad_x log q_tau(x)
+    score_jacobian(x, tau) -> (n, d, d)
+    sample(n, tau, rng) -> (n, d)      exact draws from q_tau
+    mean_cov(tau)       -> (mean (d,), covariance (d, d)) of q_tau, in closed form
+
+and, where the score Jacobian has the structure c I + Q G Q^T of SPEC section 5.3 (every
+iterate of a sampler stays in span{U, x_in}), an orthonormal `active_basis` U (d, m0) and
+`structured_jacobian(x, tau, Q) -> (c (n,), G (n, m, m))`.
+
+Example
+-------
+>>> import numpy as np
+>>> from theory_check import targets
+>>> t = targets.make("gmm-iso", dim=2, seed=0)
+>>> x = t.sample(4, 0.5, np.random.default_rng(1))
+>>> t.score(x, 0.5).shape
+(4, 2)
+"""
+
+import numpy as np
+from scipy import special
+
+from . import checks, kernels
+
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+class Target:
+    """Base class: subclasses implement `_eval(x, tau, want_jac) -> (logq, s, J)`."""
+
+    dim: int
+    active_basis = None
+
+    # -- public API: validate, then evaluate --------------------------------------------------
+    def log_density(self, x, tau):
+        x, tau = checks.batch(x, self.dim), checks.tau(tau)
+        return self._eval(x, tau, False)[0]
+
+    def score(self, x, tau):
+        x, tau = checks.batch(x, self.dim), checks.tau(tau)
+        return self._eval(x, tau, False)[1]
+
+    def score_jacobian(self, x, tau):
+        x, tau = checks.batch(x, self.dim), checks.tau(tau)
+        return self._eval(x, tau, True)[2]
+
+    def score_and_jacobian(self, x, tau):
+        """(score, score Jacobian) from one fused evaluation."""
+        x, tau = checks.batch(x, self.dim), checks.tau(tau)
+        _, s, J = self._eval(x, tau, True)
+        return s, J
+
+    def sample(self, n, tau, rng):
+        n = checks.integer(n, "n", minimum=1)
+        return self._sample(n, checks.tau(tau), checks.rng(rng, "rng"))
+
+    def structured_jacobian(self, x, tau, Q):
+        """(c, G) with score_jacobian(x) = c I + Q G Q^T, valid for x in span Q and U in span Q."""
+        if self.active_basis is None:
+            raise ValueError(f"{type(self).__name__} has no active_basis: use jacobian='full'")
+        x, tau = checks.batch(x, self.dim), checks.tau(tau)
+        Q = checks.array(Q, "Q", shape=(x.shape[0], self.dim, None))
+        return self._structured(x, tau, Q)[1:]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(dim={self.dim})"
+
+
+def _project(x, Q):
+    """Coordinates of x in the per-sample basis Q (n, d, m) and the squared residual norm."""
+    xq = np.einsum("nd,ndm->nm", x, Q)
+    resid = x - np.einsum("ndm,nm->nd", Q, xq)
+    return xq, resid
+
+
+class IsotropicGaussianMixture(Target):
+    """q_tau = sum_k w_k N(a mu_k, (a^2 sigma_k^2 + tau) I); sigma_k = 0 gives point masses.
+
+    Cost O(n M d) per evaluation (Numba kernel `kernels.iso_score`). The active basis is an
+    orthonormal basis of span{mu_k}: the score Jacobian is -sum_k r_k/c_k I plus a low-rank
+    part in span{x, mu_1..mu_M}.
+    """
+
+    def __init__(self, weights, means, variances):
+        means = checks.array(means, "means", ndim=2)
+        M, d = means.shape
+        if M == 0 or d == 0:
+            raise ValueError(f"means must have shape (M, d) with M, d >= 1, got {means.shape}")
+        self.weights = checks.probability_vector(weights)
+        if self.weights.shape != (M,):
+            raise ValueError(f"weights must have shape ({M},) to match means, got {self.weights.shape}")
+        self.variances = checks.array(variances, "variances", shape=(M,))
+        if np.any(self.variances < 0):
+            raise ValueError("variances must be non-negative")
+        self.means, self.dim = means, d
+        _, sv, vt = np.linalg.svd(means, full_matrices=False)
+        rank = int(np.sum(sv > 1e-12 * max(sv.max(initial=0.0), 1e-300)))
+        self.active_basis = vt[:rank].T.copy()          # (d, m0), m0 may be 0
+        self._means_u = means @ self.active_basis        # (M, m0)
+
+    def _params(self, tau):
+        a = np.sqrt(1.0 - tau)
+        c = a * a * self.variances + tau
+        logc0 = np.log(self.weights) - 0.5 * self.dim * (LOG_2PI + np.log(c))
+        return a, c, logc0
+
+    def _eval(self, x, tau, want_jac):
+        a, c, logc0 = self._params(tau)
+        return kernels.iso_score(x, a * self.means, c, logc0, want_jac)
+
+    def _structured(self, x, tau, Q):
+        a, c, logc0 = self._params(tau)
+        xq, xp = _project(x, Q)
+        mq = a * np.einsum("ndr,dm,km->nkr", Q, self.active_basis, self._means_u)  # (n, M, m)
+        diff = xq[:, None, :] - mq
+        dist2 = np.einsum("nkr,nkr->nk", diff, diff) + np.einsum("nd,nd->n", xp, xp)[:, None]
+        lw = logc0[None, :] - 0.5 * dist2 / c[None, :]
+        r = np.exp(lw - special.logsumexp(lw, axis=1, keepdims=True))
+        gq = -diff / c[None, :, None]
+        sq = np.einsum("nk,nkr->nr", r, gq)
+        cI = -(r / c[None, :]).sum(axis=1)
+        s = np.einsum("ndm,nm->nd", Q, sq) + cI[:, None] * xp
+        G = np.einsum("nk,nki,nkj->nij", r, gq, gq) - sq[:, :, None] * sq[:, None, :]
+        return s, cI, G
+
+    def _sample(self, n, tau, rng):
+        a, c, _ = self._params(tau)
+        k = rng.choice(len(self.weights), size=n, p=self.weights)
+        return a * self.means[k] + np.sqrt(c[k])[:, None] * rng.standard_normal((n, self.dim))
+
+    def mean_cov(self, tau):
+        tau = checks.tau(tau)
+        a, c, _ = self._params(tau)
+        m = a * self.means
+        mean = self.weights @ m
+        second = np.einsum("k,ki,kj->ij", self.weights, m, m) + (self.weights @ c) * np.eye(self.dim)
+        return mean, second - np.outer(mean, mean)
+
+
+class PointCloud(IsotropicGaussianMixture):
+    """The uniform law on given points (finite support): an isotropic mixture with sigma_k = 0."""
+
+    def __init__(self, points):
+        points = checks.array(points, "points", ndim=2)
+        if points.shape[0] == 0:
+            raise ValueError("points must contain at least one point")
+        M = points.shape[0]
+        super().__init__(np.full(M, 1.0 / M), points, np.zeros(M))
+
+
+def _embedding(dim, k, seed, name):
+    """A seeded random orthonormal map R^k -> R^dim (dim x k)."""
+    if dim < k:
+        raise ValueError(f"dim must be >= {k} for the {name} target, got {dim}")
+    G = checks.rng(seed).standard_normal((dim, k))
+    Qm, R = np.linalg.qr(G)
+    return Qm * np.sign(np.diag(R))
+
+
+def circle(dim, n_points=32, radius=2.0, seed=0):
+    """n_points equally spaced on a circle of given radius, embedded in R^dim."""
+    dim = checks.integer(dim, "dim", minimum=1)
+    n_points = checks.integer(n_points, "n_points", minimum=1)
+    radius = checks.positive(radius, "radius")
+    theta = 2.0 * np.pi * np.arange(n_points) / n_points
+    pts = radius * np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    return PointCloud(pts @ _embedding(dim, 2, seed, "circle").T)
+
+
+def swiss_roll(dim, n_points=64, seed=0):
+    """n_points on a swiss roll (a 2-manifold in R^3), scaled to radius ~2, embedded in R^dim."""
+    dim = checks.integer(dim, "dim", minimum=1)
+    n_points = checks.integer(n_points, "n_points", minimum=1)
+    E = _embedding(dim, 3, seed, "swiss-roll")
+    u = np.random.default_rng([seed, 1]).random((n_points, 2))
+    t = 1.5 * np.pi * (1.0 + 2.0 * u[:, 0])
+    pts = np.stack([t * np.cos(t), 10.0 * u[:, 1] - 5.0, t * np.sin(t)], axis=1) / 7.0
+    return PointCloud(pts @ E.T)
+
+
+def torus(dim, n_points=64, R=2.0, r=0.7, seed=0):
+    """n_points on a torus with radii R > r > 0 (a 2-manifold in R^3), embedded in R^dim."""
+    dim = checks.integer(dim, "dim", minimum=1)
+    n_points = checks.integer(n_points, "n_points", minimum=1)
+    R, r = checks.positive(R, "R"), checks.positive(r, "r")
+    if r >= R:
+        raise ValueError(f"r must be < R for a torus, got r={r}, R={R}")
+    E = _embedding(dim, 3, seed, "torus")
+    u = 2.0 * np.pi * np.random.default_rng([seed, 2]).random((n_points, 2))
+    pts = np.stack([(R + r * np.cos(u[:, 1])) * np.cos(u[:, 0]),
+                    (R + r * np.cos(u[:, 1])) * np.sin(u[:, 0]),
+                    r * np.sin(u[:, 1])], axis=1)
+    return PointCloud(pts @ E.T)
+
+
+class GaussianMixture(Target):
+    """q_tau = sum_k w_k N(a mu_k, C_k), C_k = a^2 Sigma_k + tau I, Sigma_k PSD (may be singular).
+
+    Sigma_k = V_k Lambda_k V_k^T is factored once; C_k^{-1} and log det C_k at any tau come from
+    a^2 Lambda_k + tau. When the means and the ranges of all Sigma_k span a subspace U of
+    dimension r < d, the mixture is evaluated in the r coordinates of U (the complement is pure
+    N(0, tau) noise), which costs O(n (r d + M r^2)) and gives the active basis U.
+    """
+
+    def __init__(self, weights, means, covariances, basis=None):
+        means = checks.array(means, "means", ndim=2)
+        M, d = means.shape
+        if M == 0 or d == 0:
+            raise ValueError(f"means must have shape (M, d) with M, d >= 1, got {means.shape}")
+        self.weights = checks.probability_vector(weights)
+        if self.weights.shape != (M,):
+            raise ValueError(f"weights must have shape ({M},) to match means, got {self.weights.shape}")
+        covs = checks.array(covariances, "covariances", ndim=3)
+        if covs.shape != (M, d, d):
+            raise ValueError(f"covariances must have shape ({M}, {d}, {d}), got {covs.shape}")
+        eig = [checks.psd_eigh(covs[k], f"covariances[{k}]") for k in range(M)]
+        self.means, self.covariances, self.dim = means, covs, d
+        if basis is None:
+            # Span of the means and of every covariance range.
+            cols = [means.T] + [V[:, lam > 0] for lam, V in eig]
+            U, sv, _ = np.linalg.svd(np.concatenate(cols, axis=1), full_matrices=False)
+            rank = int(np.sum(sv > 1e-10 * max(sv.max(initial=0.0), 1e-300)))
+            basis = U[:, :rank] if rank < d else None
+        else:
+            basis = checks.orthonormal(basis, "basis", d)
+            resid = np.abs(means - (means @ basis) @ basis.T).max()
+            resid = max(resid, max(np.abs(c - basis @ (basis.T @ c @ basis) @ basis.T).max() for c in covs))
+            if resid > 1e-9 * max(1.0, np.abs(means).max(), np.abs(covs).max()):
+                raise ValueError("basis must contain the means and the ranges of the covariances")
+        self.active_basis = basis
+        U = np.eye(d) if basis is None else basis
+        self._r = U.shape[1]
+        self._means_u = means @ U
+        self._lam, self._V = [], []
+        for k in range(M):
+            lam, V = checks.psd_eigh(U.T @ covs[k] @ U, f"covariances[{k}]")
+            self._lam.append(lam)
+            self._V.append(V)
+        self._lam, self._V = np.array(self._lam), np.array(self._V)
+
+    def _params(self, tau):
+        a = np.sqrt(1.0 - tau)
+        c = a * a * self._lam + tau                                  # (M, r)
+        logc0 = np.log(self.weights) - 0.5 * (self._r * LOG_2PI + np.log(c).sum(axis=1))
+        inv_c = 1.0 / c
+        P = np.einsum("kip,kp,kjp->kij", self._V, inv_c, self._V)    # C_k^{-1} in U coordinates
+        return a, inv_c, logc0, P
+
+    def _eval_coords(self, y, tau, want_jac):
+        a, inv_c, logc0, P = self._params(tau)
+        return kernels.full_score(y, a * self._means_u, self._V, inv_c, logc0, P, want_jac)
+
+    def _eval(self, x, tau, want_jac):
+        U = self.active_basis
+        if U is None:
+            return self._eval_coords(x, tau, want_jac)
+        y = x @ U
+        xp = x - y @ U.T
+        logq, sy, Jy = self._eval_coords(y, tau, want_jac)
+        k = self.dim - self._r
+        logq = logq - 0.5 * k * (LOG_2PI + np.log(tau)) - 0.5 * np.einsum("nd,nd->n", xp, xp) / tau
+        s = sy @ U.T - xp / tau
+        J = Jy
+        if want_jac:
+            J = np.einsum("ip,npq,jq->nij", U, Jy + np.eye(self._r) / tau, U) - np.eye(self.dim) / tau
+        return logq, s, J
+
+    def _structured(self, x, tau, Q):
+        U = self.active_basis
+        y = x @ U
+        _, sy, Jy = self._eval_coords(y, tau, True)
+        s = sy @ U.T - (x - y @ U.T) / tau
+        QU = np.einsum("ndm,dr->nmr", Q, U)
+        G = np.einsum("nmr,nrq,nlq->nml", QU, Jy + np.eye(self._r) / tau, QU)
+        return s, np.full(x.shape[0], -1.0 / tau), G
+
+    def _sample(self, n, tau, rng):
+        a = np.sqrt(1.0 - tau)
+        k = rng.choice(len(self.weights), size=n, p=self.weights)
+        z = rng.standard_normal((n, self._r))
+        y = a * self._means_u[k] + np.einsum("nij,nj->ni", self._V[k], np.sqrt(a * a * self._lam[k]) * z)
+        if self.active_basis is None:
+            return y + np.sqrt(tau) * rng.standard_normal((n, self.dim))
+        return y @ self.active_basis.T + np.sqrt(tau) * rng.standard_normal((n, self.dim))
+
+    def mean_cov(self, tau):
+        tau = checks.tau(tau)
+        a = np.sqrt(1.0 - tau)
+        m = a * self.means
+        mean = self.weights @ m
+        second = (np.einsum("k,ki,kj->ij", self.weights, m, m)
+                  + a * a * np.einsum("k,kij->ij", self.weights, self.covariances) + tau * np.eye(self.dim))
+        return mean, second - np.outer(mean, mean)
+
+
+def SubspaceGaussianMixture(weights, means, covariances, basis):
+    """A Gaussian mixture living in the r-dim subspace spanned by `basis` (d, r).
+
+    `means` (M, r) and `covariances` (M, r, r) are given in the subspace coordinates; the
+    result is the GaussianMixture in R^d with mu_k = U m_k, Sigma_k = U S_k U^T (a linear
+    low-dimensional manifold), evaluated in O(n (r d + M r^2)).
+    """
+    means = checks.array(means, "means", ndim=2)
+    covs = checks.array(covariances, "covariances", ndim=3)
+    r = means.shape[1]
+    U = checks.array(basis, "basis", ndim=2)
+    if U.shape[1] != r:
+        raise ValueError(f"basis must have shape (d, {r}) to match means, got {U.shape}")
+    if covs.shape != (means.shape[0], r, r):
+        raise ValueError(f"covariances must have shape ({means.shape[0]}, {r}, {r}), got {covs.shape}")
+    U = checks.orthonormal(U, "basis", U.shape[0])
+    return GaussianMixture(weights, means @ U.T, np.einsum("ip,kpq,jq->kij", U, covs, U), basis=U)
+
+
+class Sphere(Target):
+    """The uniform law on the sphere S^{k-1} of radius r in a k-dim subspace of R^dim.
+
+    With y the subspace coordinates of x, kappa = a r |y| / tau and nu = k/2 - 1 (SPEC section 3):
+        log q = -(d/2) log(2 pi tau) - (|x|^2 + a^2 r^2)/(2 tau) + log Gamma(k/2) - nu log(kappa/2)
+                + log I_nu(kappa),
+        s = -x/tau + (a r/tau) A_k(kappa) y/|y|,  A_k = I_{k/2} / I_{k/2-1}.
+    Bessel functions are exponentially scaled (scipy.special.ive); the Gaussian part and
+    kappa are combined as -(|x_perp|^2 + (|y| - a r)^2)/(2 tau) to avoid cancellation at small tau.
+    """
+
+    _SMALL = 1e-6   # below this kappa, use the series I_nu(k) ~ (k/2)^nu / Gamma(nu+1) (rel. err ~ k^2)
+
+    def __init__(self, dim, k, radius=1.0, basis=None):
+        self.dim = checks.integer(dim, "dim", minimum=1)
+        self.k = checks.integer(k, "k", minimum=1)
+        if self.k > self.dim:
+            raise ValueError(f"k must be <= dim, got k={self.k} > dim={self.dim}")
+        self.radius = checks.positive(radius, "radius")
+        if basis is None:
+            basis = np.eye(self.dim)[:, :self.k]
+        basis = checks.orthonormal(basis, "basis", self.dim)
+        if basis.shape[1] != self.k:
+            raise ValueError(f"basis must have shape ({self.dim}, {self.k}), got {basis.shape}")
+        self.active_basis = basis
+
+    def _radial(self, rho, tau):
+        """log-normaliser part, A/rho and dA/dkappa as functions of rho = |y|."""
+        a, r, k = np.sqrt(1.0 - tau), self.radius, self.k
+        nu = 0.5 * k - 1.0
+        kappa = a * r * rho / tau
+        small = kappa < self._SMALL
+        ks = np.where(small, 1.0, kappa)
+        i0, i1 = special.ive(nu, ks), special.ive(nu + 1.0, ks)
+        # log I_nu(kappa) - kappa - nu log(kappa/2) (the +kappa is folded into the Gaussian part)
+        logb = np.where(small, -special.gammaln(nu + 1.0) + kappa ** 2 / (4 * (nu + 1.0)) - kappa,
+                        np.log(i0) - nu * np.log(ks / 2.0))
+        A = np.where(small, kappa / k, i1 / i0)
+        A_over_rho = np.where(small, a * r / (tau * k), A / np.where(small, 1.0, rho))
+        dA = np.where(small, 1.0 / k, 1.0 - A * A - (k - 1.0) * A / ks)
+        return logb, A_over_rho, dA
+
+    def _parts(self, x, tau):
+        y = x @ self.active_basis
+        rho = np.sqrt(np.einsum("nk,nk->n", y, y))
+        return y, rho
+
+    def _eval(self, x, tau, want_jac):
+        a, r, d = np.sqrt(1.0 - tau), self.radius, self.dim
+        U = self.active_basis
+        y, rho = self._parts(x, tau)
+        logb, A_over_rho, dA = self._radial(rho, tau)
+        xp2 = np.einsum("nd,nd->n", x, x) - rho ** 2
+        logq = (-0.5 * d * (LOG_2PI + np.log(tau)) - 0.5 * (np.maximum(xp2, 0.0) + (rho - a * r) ** 2) / tau
+                + special.gammaln(0.5 * self.k) + logb)
+        coef = a * r / tau
+        s = -x / tau + (coef * A_over_rho)[:, None] * (y @ U.T)
+        J = np.empty((0, d, d))
+        if want_jac:
+            ue = (y / np.where(rho > 0, rho, 1.0)[:, None]) @ U.T
+            J = (-np.eye(d) / tau + (coef * A_over_rho)[:, None, None] * (U @ U.T)[None]
+                 + (coef * (coef * dA - A_over_rho))[:, None, None] * ue[:, :, None] * ue[:, None, :])
+        return logq, s, J
+
+    def _structured(self, x, tau, Q):
+        a, r, U = np.sqrt(1.0 - tau), self.radius, self.active_basis
+        y, rho = self._parts(x, tau)
+        _, A_over_rho, dA = self._radial(rho, tau)
+        coef = a * r / tau
+        s = -x / tau + (coef * A_over_rho)[:, None] * (y @ U.T)
+        QU = np.einsum("ndm,dr->nmr", Q, U)
+        uq = np.einsum("nmr,nr->nm", QU, y / np.where(rho > 0, rho, 1.0)[:, None])
+        G = ((coef * A_over_rho)[:, None, None] * np.einsum("nmr,nlr->nml", QU, QU)
+             + (coef * (coef * dA - A_over_rho))[:, None, None] * uq[:, :, None] * uq[:, None, :])
+        return s, np.full(x.shape[0], -1.0 / tau), G
+
+    def _sample(self, n, tau, rng):
+        u = rng.standard_normal((n, self.k))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        a = np.sqrt(1.0 - tau)
+        return a * self.radius * u @ self.active_basis.T + np.sqrt(tau) * rng.standard_normal((n, self.dim))
+
+    def mean_cov(self, tau):
+        tau = checks.tau(tau)
+        U = self.active_basis
+        return np.zeros(self.dim), (1.0 - tau) * self.radius ** 2 / self.k * U @ U.T + tau * np.eye(self.dim)
+
+
+class Perturbed(Target):
+    """A score estimate s_hat = s + delta with a smooth, seeded, bounded error field.
+
+    delta(x, tau) = eps tau^{-1/2} h(x), h(x) = R tanh(A x + b), R scaled so that E|h(X)|^2 = 1
+    for X ~ q_{1e-3} of the base (estimated once from 4096 exact draws). `score` and the
+    Jacobians are those of s_hat; `log_density` and `sample` are the truth (the base), so
+    metrics measure the sampler's error against q_tau. Each score evaluation appends
+    (tau, mean |delta|^2, mean |grad delta|_F^2) over the batch to `records`.
+    """
+
+    def __init__(self, base, eps, seed=0, width=None):
+        if not isinstance(base, Target):
+            raise ValueError(f"base must be a Target, got {type(base).__name__}")
+        self.base, self.dim = base, base.dim
+        self.eps = checks.positive(eps, "eps", allow_zero=True)
+        width = max(self.dim, 8) if width is None else checks.integer(width, "width", minimum=1)
+        rng = checks.rng(seed)
+        x0 = base.sample(4096, 1e-3, np.random.default_rng([checks.integer(seed, "seed"), 7]))
+        scale = np.sqrt(np.mean(np.sum(x0 * x0, axis=1)) / self.dim) + 1e-12
+        self.A = rng.standard_normal((width, self.dim)) / (scale * np.sqrt(self.dim))
+        self.b = rng.standard_normal(width)
+        R = rng.standard_normal((self.dim, width))
+        h = np.tanh(x0 @ self.A.T + self.b) @ R.T
+        self.R = R / np.sqrt(np.mean(np.sum(h * h, axis=1)))
+        self.records = []
+
+    def log_density(self, x, tau):
+        return self.base.log_density(x, tau)
+
+    def _delta(self, x, tau, want_jac):
+        t = np.tanh(x @ self.A.T + self.b)
+        f = self.eps / np.sqrt(tau)
+        dJ = f * np.einsum("ip,np,pj->nij", self.R, 1.0 - t * t, self.A) if want_jac else None
+        return f * t @ self.R.T, dJ
+
+    def _record(self, tau, delta, dJ):
+        jerr = float(np.mean(np.sum(dJ * dJ, axis=(1, 2)))) if dJ is not None else np.nan
+        self.records.append((tau, float(np.mean(np.sum(delta * delta, axis=1))), jerr))
+
+    def _eval(self, x, tau, want_jac):
+        logq, s, J = self.base._eval(x, tau, want_jac)
+        delta, dJ = self._delta(x, tau, want_jac)
+        self._record(tau, delta, dJ)
+        return logq, s + delta, (J + dJ) if want_jac else J
+
+    def _sample(self, n, tau, rng):
+        return self.base._sample(n, tau, rng)
+
+    def mean_cov(self, tau):
+        return self.base.mean_cov(tau)
+
+    def score_error(self):
+        """Realised errors over the recorded evaluations: (mean E|s_hat - s|^2, mean E|grad error|_F^2)."""
+        if not self.records:
+            raise ValueError("no score evaluations recorded yet")
+        rec = np.array(self.records)
+        return float(rec[:, 1].mean()), float(np.nanmean(rec[:, 2])) if np.isfinite(rec[:, 2]).any() else np.nan
+
+
+# -- named benchmark instances -----------------------------------------------------------------
+
+NAMES = ("gmm-iso", "gmm-aniso", "circle", "swiss-roll", "torus", "sphere", "subspace-gmm")
+
+
+def _spread_means(dim, M, radius, rng):
+    """M well-separated means of norm `radius`: orthogonal directions when dim >= M, else
+    equally spaced on a randomly rotated circle (dim >= 2) or on a line (dim = 1)."""
+    if dim == 1:
+        return np.linspace(-radius, radius, M)[:, None]
+    if dim >= M:
+        E, _ = np.linalg.qr(rng.standard_normal((dim, M)))
+        return radius * E.T
+    E, _ = np.linalg.qr(rng.standard_normal((dim, 2)))
+    theta = 2 * np.pi * np.arange(M) / M
+    return radius * np.stack([np.cos(theta), np.sin(theta)], 1) @ E.T
+
+
+def _random_cov(dim, cond, rng):
+    lam = np.logspace(0.0, -np.log10(cond), dim) if dim > 1 else np.ones(1)
+    R, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return (R * lam) @ R.T
+
+
+def make(name, dim, seed=0):
+    """A named benchmark instance in R^dim, deterministic in `seed`.
+
+    gmm-iso       4 well-separated isotropic modes, weights .4/.3/.2/.1, sd .2/.3/.45/.6
+    gmm-aniso     3 modes with full random covariances of condition number 100 (d >= 2)
+    circle        32 points on a circle of radius 2 (dim >= 2)
+    swiss-roll    64 points on a swiss roll (dim >= 3)
+    torus         64 points on a torus R=2, r=0.7 (dim >= 3)
+    sphere        uniform on S^{k-1}, k = min(dim, 3), radius 2, random subspace
+    subspace-gmm  3 full-covariance modes in a random r = min(dim, 3) dim subspace
+    """
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
+    dim = checks.integer(dim, "dim", minimum=1)
+    rng = checks.rng(seed)
+    if name == "gmm-iso":
+        return IsotropicGaussianMixture([0.4, 0.3, 0.2, 0.1], _spread_means(dim, 4, 3.0, rng),
+                                        np.array([0.2, 0.3, 0.45, 0.6]) ** 2)
+    if name == "gmm-aniso":
+        means = 1.5 * rng.standard_normal((3, dim)) / np.sqrt(max(dim, 1) / 2.0)
+        covs = np.array([_random_cov(dim, 100.0, rng) for _ in range(3)])
+        return GaussianMixture([0.5, 0.3, 0.2], means, covs)
+    if name == "circle":
+        return circle(dim, 32, 2.0, seed)
+    if name == "swiss-roll":
+        return swiss_roll(dim, 64, seed)
+    if name == "torus":
+        return torus(dim, 64, 2.0, 0.7, seed)
+    if name == "sphere":
+        k = min(dim, 3)
+        return Sphere(dim, k, 2.0, basis=_embedding(dim, k, seed, "sphere"))
+    r = min(dim, 3)
+    U = _embedding(dim, r, seed, "subspace-gmm")
+    means = _spread_means(r, 3, 2.0, rng)
+    covs = np.array([0.3 * _random_cov(r, 10.0, rng) for _ in range(3)])
+    return SubspaceGaussianMixture([0.5, 0.3, 0.2], means, covs, U)
