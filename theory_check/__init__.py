@@ -2,4 +2,5 @@
 
 __version__ = "0.1.0"
 
-from . import schedules, targets  # noqa: E402,F401
+from . import samplers, schedules, targets  # noqa: E402,F401
+from .sampling import Result, sample  # noqa: E402,F401
