@@ -10,10 +10,12 @@ from theory_check.samplers import (DDIM, DDPM, RK4, DPMSolverPP, Heroism, Heun, 
                                    lagrange_kappa_weights, step_nodes)
 
 
-def gaussian_target(d, seed=0):
+def gaussian_target(d, seed=0, variances=None):
+    """N(mu, S) with eigenvalues of S log-spaced from 1 to 10^-1.5 (or as given)."""
     rng = np.random.default_rng(seed)
     R, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    return targets.GaussianMixture([1.0], rng.standard_normal((1, d)), ((R * np.logspace(0, -1.5, d)) @ R.T)[None])
+    lam = np.logspace(0, -1.5, d) if variances is None else np.asarray(variances)
+    return targets.GaussianMixture([1.0], rng.standard_normal((1, d)), ((R * lam) @ R.T)[None])
 
 
 def gaussian_flow(t, x, tau0, tau1):
