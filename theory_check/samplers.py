@@ -546,3 +546,35 @@ class Reference(Sampler):
 
     def __repr__(self):
         return f"Reference(rtol={self.rtol:g}, atol={self.atol:g})"
+
+
+SAMPLER_NAMES = ("heroism", "ddim", "dpm2m", "dpm3m", "heun", "rk4", "ddpm", "reference")
+
+
+def make(name, K=3, N=None, nodes="equispaced", sweep="jacobi", seed=0):
+    """A sampler by name: heroism (K, N, nodes, sweep), ddim, dpm2m, dpm3m, heun, rk4,
+    ddpm (seed), reference."""
+    if name == "heroism":
+        return Heroism(K, N, nodes, sweep)
+    simple = {"ddim": DDIM, "heun": Heun, "rk4": RK4, "reference": Reference}
+    if name in simple:
+        return simple[name]()
+    if name == "dpm2m":
+        return DPMSolverPP(2)
+    if name == "dpm3m":
+        return DPMSolverPP(3)
+    if name == "ddpm":
+        return DDPM(seed)
+    raise ValueError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}; got {name!r}")
+
+
+def parse_N(N, K):
+    """N given as an int, "paper", or an expression in K: "K", "K-1", "K+1", "2K"."""
+    if isinstance(N, (int, np.integer)) and not isinstance(N, bool) or N == "paper" or N is None:
+        return N
+    if isinstance(N, str):
+        expr = N.replace(" ", "")
+        table = {"K": K, "K-1": K - 1, "K+1": K + 1, "2K": 2 * K, "K-2": K - 2}
+        if expr in table:
+            return max(table[expr], 0)
+    raise ValueError(f"N must be an integer, 'paper', or one of K, K-1, K+1, K-2, 2K; got {N!r}")

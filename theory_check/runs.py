@@ -1,0 +1,162 @@
+"""One run of a study: a spec (a flat dict of parameters) in, one tidy row (a flat dict) out.
+
+`evaluate(spec)` is a pure function of the spec: every random draw is seeded from it, so the
+row does not depend on which process or machine computes it. A numerical failure of the
+sampler is recorded in the row (status "failed", the reason) rather than raised.
+
+Spec keys (defaults in DEFAULTS):
+    target, dim, target_seed        the benchmark instance (targets.make)
+    score_eps                       > 0 wraps the target in Perturbed(score_eps, seed=target_seed)
+    sampler, K, N, nodes, sweep     the sampler (samplers.make); N may be "K", "K-1", "2K", "paper"
+    schedule, steps, tau_min, tau_max   log_snr | edm | paper (paper: T = steps + 1 points)
+    nfe_budget                      if set, steps = max(1, nfe_budget // NFE per step)
+    n, seed, init                   sample size, seed of x_in, "exact" | "gaussian"
+    metrics                         list of: tv, kl, coupling, w2
+    mode                            "fixed" | "minimal" (smallest steps with TV + 2 se <= eps)
+    eps, max_steps                  for mode = "minimal"
+"""
+
+import json
+import math
+import time
+
+import numpy as np
+
+from . import metrics as M
+from . import samplers as S
+from . import schedules, targets
+from .sampling import sample
+
+DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, score_eps=0.0,
+                sampler="heroism", K=3, N="K", nodes="equispaced", sweep="jacobi",
+                schedule="log_snr", steps=16, tau_min=1e-3, tau_max=1 - 1e-3, nfe_budget=None,
+                n=2000, seed=0, init="exact", metrics=["tv", "kl"], jacobian="auto",
+                mode="fixed", eps=None, max_steps=4096, w2_method="sliced")
+METRICS = ("tv", "kl", "coupling", "w2")
+SCHEDULES = ("log_snr", "edm", "paper")
+
+
+def normalise(spec):
+    """Fill defaults and validate a spec; the result is what gets hashed and stored."""
+    unknown = set(spec) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown run parameter(s): {', '.join(sorted(unknown))}")
+    out = {**DEFAULTS, **spec}
+    if out["sampler"] != "heroism":
+        out.update(K=None, N=None, nodes=None, sweep=None)
+    else:
+        out["N"] = S.parse_N(out["N"], out["K"])
+    if out["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {out['schedule']!r}")
+    bad = [m for m in out["metrics"] if m not in METRICS]
+    if bad:
+        raise ValueError(f"metrics must be among {METRICS}, got {bad}")
+    if out["mode"] not in ("fixed", "minimal"):
+        raise ValueError(f"mode must be 'fixed' or 'minimal', got {out['mode']!r}")
+    if out["mode"] == "minimal" and not (isinstance(out["eps"], (int, float)) and 0 < out["eps"] < 1):
+        raise ValueError(f"eps must be in (0, 1) for mode = 'minimal', got {out['eps']!r}")
+    build(out)                      # raises ValueError on any bad value, before anything runs
+    return out
+
+
+def build(spec):
+    """(target, sampler) for a spec."""
+    target = targets.make(spec["target"], spec["dim"], spec["target_seed"])
+    if spec["score_eps"]:
+        target = targets.Perturbed(target, spec["score_eps"], seed=spec["target_seed"])
+    sampler = S.make(spec["sampler"], spec["K"], spec["N"], spec["nodes"], spec["sweep"], spec["seed"])
+    return target, sampler
+
+
+def schedule(spec, steps):
+    if spec["schedule"] == "paper":
+        return schedules.paper(steps + 1)
+    if spec["schedule"] == "edm":
+        return schedules.edm(steps, spec["tau_min"], spec["tau_max"])
+    return schedules.log_snr(steps, spec["tau_min"], spec["tau_max"])
+
+
+def jacobian_mode(target, spec):
+    if not {"tv", "kl"} & set(spec["metrics"]) and spec["mode"] == "fixed":
+        return "none"
+    if spec["jacobian"] != "auto":
+        return spec["jacobian"]
+    U = target.active_basis
+    return "structured" if U is not None and U.shape[1] + 1 < target.dim else "full"
+
+
+def nfe_per_step(sampler, steps):
+    if isinstance(sampler, S.Heroism):
+        return sampler.nfe_per_step(steps)
+    return {S.Heun: 2, S.RK4: 4}.get(type(sampler), 1)
+
+
+def _one(spec, target, sampler, steps, jac):
+    """Run at `steps` steps; returns the metric fields of a row."""
+    taus = schedule(spec, steps)
+    r = sample(target, sampler, taus, spec["n"], spec["init"], spec["seed"], jac)
+    row = dict(steps=steps, nfe=r.nfe, tau_end=float(taus[-1]), sample_time=r.wall_time)
+    if jac != "none":
+        m = M.tv_kl(target, r)
+        row.update(tv=m.tv, tv_se=m.tv_se, kl=m.kl, kl_se=m.kl_se)
+    if "coupling" in spec["metrics"]:
+        ref = S.Reference(1e-10, 1e-12).run(target, taus, r.x_in).x
+        row["coupling_rmse"] = M.coupling_rmse(r, ref)
+    if "w2" in spec["metrics"]:
+        row["w2"], row["w2_floor"] = M.w2_report(target, r, spec["w2_method"], seed=spec["seed"])
+    if r.score_error is not None:
+        row["score_err"], row["jac_err"] = r.score_error
+    return row
+
+
+def evaluate(spec):
+    """The row for one spec (normalised by `normalise`)."""
+    t0 = time.perf_counter()
+    target, sampler = build(spec)
+    jac = jacobian_mode(target, spec)
+    row = dict(spec, metrics=",".join(spec["metrics"]), jacobian=jac, status="ok", error="")
+    try:
+        if spec["mode"] == "fixed":
+            steps = spec["steps"]
+            if spec["nfe_budget"]:
+                steps = max(1, spec["nfe_budget"] // nfe_per_step(sampler, steps))
+            row.update(_one(spec, target, sampler, steps, jac))
+        else:
+            row.update(_minimal(spec, target, sampler, jac))
+    except (S.NumericalError, FloatingPointError) as exc:
+        row.update(status="failed", error=str(exc))
+    row["wall_time"] = time.perf_counter() - t0
+    return row
+
+
+def _minimal(spec, target, sampler, jac):
+    """Smallest steps with TV + 2 se <= eps: doubling from 2 steps, then bisection on integers.
+    A run that folds or goes non-finite counts as not reaching eps. Every evaluation is kept
+    in the row (`search`) for provenance."""
+    eps, cap = spec["eps"], spec["max_steps"]
+    seen = {}
+
+    def ok(steps):
+        try:
+            r = _one(spec, target, sampler, steps, jac)
+            seen[steps] = r
+            return r["tv"] + 2 * r["tv_se"] <= eps
+        except S.NumericalError:
+            seen[steps] = dict(steps=steps, tv=math.nan, tv_se=math.nan, nfe=math.nan)
+            return False
+
+    lo, hi = 0, 2                   # invariant: lo fails (0 trivially), hi is the candidate
+    while hi <= cap and not ok(hi):
+        lo, hi = hi, 2 * hi
+    censored = hi > cap
+    if not censored:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid
+    best = seen[hi] if not censored else seen[max(seen)]
+    search = [[s, seen[s].get("tv"), seen[s].get("tv_se")] for s in sorted(seen)]
+    return dict(best, censored=bool(censored), steps_min=np.nan if censored else hi,
+                nfe_min=np.nan if censored else best["nfe"], search=json.dumps(search))
