@@ -1,0 +1,138 @@
+"""Sweep guarantees: atomic rows, resume after SIGKILL without loss or repetition, identical
+numbers for --jobs 1, --jobs 2 and a Dask cluster, checksummed cache files, one sweep per folder."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from theory_check import sweep
+
+STUDY = """
+[study]
+name = "tiny"
+[defaults]
+target = "gmm-aniso"
+dim = 6
+n = 6000
+metrics = ["tv", "kl"]
+[[grid]]
+K = [2, 3]
+N = "K"
+steps = [6, 8, 10, 12, 14]
+"""
+TIMING = ["wall_time", "sample_time"]
+
+
+@pytest.fixture
+def study(tmp_path):
+    p = tmp_path / "tiny.toml"
+    p.write_text(STUDY)
+    return p
+
+
+def _numbers(df_or_dir):
+    """The CSV a sweep wrote (what users read), without the timing columns."""
+    df = pd.read_csv(df_or_dir / "tiny.csv") if not isinstance(df_or_dir, pd.DataFrame) else df_or_dir
+    return df.drop(columns=TIMING).sort_values("run_key").reset_index(drop=True)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "theory_check.cli", *args]
+
+
+def test_sigkill_and_resume_loses_and_repeats_nothing(study, tmp_path):
+    sweep.run_study(study, tmp_path / "ref", jobs=1, progress=False)
+    out = tmp_path / "killed"
+    rundir = out / "runs" / "tiny"
+    for trial in range(3):          # kill at a different moment each time
+        proc = subprocess.Popen(_cli("run", str(study), "--out", str(out), "--jobs", "1", "--no-progress"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = 2 + 3 * trial
+        deadline = time.time() + 120
+        while time.time() < deadline and (not rundir.exists() or len(list(rundir.glob("*.json"))) < target):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rundir.glob("*.json")}
+    assert 0 < len(before) < 10
+    assert all(sweep.read_row(rundir / name) is not None for name in before)   # whole files only
+    done = subprocess.run(_cli("run", str(study), "--out", str(out), "--jobs", "1", "--no-progress"),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rundir.glob("*.json")}
+    assert len(after) == 10 and not list(rundir.glob(".tmp-*"))
+    assert all(after[k] == v for k, v in before.items())        # nothing recomputed
+    pd.testing.assert_frame_equal(_numbers(out), _numbers(tmp_path / "ref"))
+
+
+def test_jobs_and_dask_give_identical_numbers(study, tmp_path):
+    for name, jobs in (("one", 1), ("two", 2)):
+        sweep.run_study(study, tmp_path / name, jobs=jobs, progress=False)
+    pd.testing.assert_frame_equal(_numbers(tmp_path / "one"), _numbers(tmp_path / "two"))
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        sweep.run_study(study, tmp_path / "dask", executor="dask", scheduler=cluster.scheduler_address,
+                        progress=False)
+    pd.testing.assert_frame_equal(_numbers(tmp_path / "one"), _numbers(tmp_path / "dask"))
+
+
+def test_corrupted_cache_file_is_recomputed(study, tmp_path):
+    out = tmp_path / "c"
+    sweep.run_study(study, out, jobs=1, progress=False)
+    ref = _numbers(out)
+    files = sorted((out / "runs" / "tiny").glob("*.json"))
+    files[0].write_text(files[0].read_text()[:40])                # truncated
+    text = files[1].read_text()
+    files[1].write_text(text.replace('"tv": 0.', '"tv": 9.', 1))  # silently altered number
+    assert sweep.read_row(files[0]) is None and sweep.read_row(files[1]) is None
+    mtimes = {p: p.stat().st_mtime_ns for p in files[2:]}
+    sweep.run_study(study, out, jobs=1, progress=False)
+    pd.testing.assert_frame_equal(_numbers(out), ref)
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())
+
+
+def test_second_sweep_on_same_folder_refuses(study, tmp_path):
+    out = tmp_path / "l"
+    out.mkdir()
+    with sweep.locked(out):
+        with pytest.raises(sweep.SweepError, match="another sweep is running"):
+            sweep.run_study(study, out, jobs=1, progress=False)
+
+
+def test_quick_overrides_and_max_dim(tmp_path):
+    p = tmp_path / "q.toml"
+    p.write_text(STUDY.replace('[[grid]]', '[[grid]]\ndim = [2, 6, 40]') + '\n[quick]\nsteps = 4\nmax_dim = 6\n')
+    _, _, specs, _ = sweep.load_study(p, quick=True)
+    assert {s["steps"] for s in specs} == {4} and {s["dim"] for s in specs} == {2, 6}
+    _, _, full, _ = sweep.load_study(p, quick=False)
+    assert len(full) == 2 * 5 * 3
+
+
+@pytest.mark.parametrize("text,match", [
+    ("[study]\nname='x'\n", "grid"),
+    ("[study]\nname='x'\n[[grid]]\nK=[1\n", "malformed TOML"),
+    ("[study]\nname='x y'\n[[grid]]\nK=1\n", "identifier"),
+    ("[study]\nname='x'\n[[grid]]\nbogus=1\n", "bogus"),
+    ("[study]\nname='x'\n[[grid]]\ntarget='nope'\n", "name must be one of"),
+    ("[study]\nname='x'\n[[grid]]\nsampler='euler'\n", "sampler"),
+    ("[study]\nname='x'\n[extra]\n[[grid]]\n", "unknown section"),
+    ("[study]\nname='x'\n[[grid]]\nmode='minimal'\n", "eps"),
+])
+def test_malformed_studies_raise_value_error(tmp_path, text, match):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        sweep.load_study(p)
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path):
+    for args in (["sample", "--dim", "0"], ["sample", "--target", "nope"], ["run", str(tmp_path / "missing.toml")],
+                 ["sample", "--K", "20"], ["fit", str(tmp_path)]):
+        r = subprocess.run(_cli(*args), capture_output=True, text=True)
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "error" in r.stderr, (args, r.stderr)
