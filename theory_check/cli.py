@@ -73,7 +73,8 @@ def _cmd_reproduce(a):
     t0 = time.perf_counter()
     if not a.no_check:
         _check_targets()
-    out = report.reproduce(a.out, a.quick, a.jobs, a.executor, a.scheduler, a.studies, progress=not a.no_progress)
+    out = a.out or ("results-quick" if a.quick else "results")
+    out = report.reproduce(out, a.quick, a.jobs, a.executor, a.scheduler, a.studies, progress=not a.no_progress)
     print(f"reproduced in {(time.perf_counter() - t0) / 60:.1f} min -> {out}/ (SUMMARY.md, *.csv, *.png, baseline.json)")
 
 
@@ -117,7 +118,7 @@ def parser():
 
     r = sub.add_parser("reproduce", help="run every study, then fits, figures and SUMMARY.md")
     r.add_argument("--quick", action="store_true", help="small configurations (minutes on 2 cores)")
-    r.add_argument("--out", default="results")
+    r.add_argument("--out", default=None, help="output folder (default: results, or results-quick with --quick)")
     r.add_argument("--studies", default=None, help="folder of study TOML files (default: the repository's studies/)")
     r.add_argument("--no-check", action="store_true", help="skip the closed-form target checks")
     for q in (r, sub.add_parser("run", help="run one study TOML file")):

@@ -41,7 +41,7 @@ def order(df, path):
     ok = df[(df.status == "ok") & (df.N.astype(str) == df.K.astype(int).map(lambda k: "0" if k == 1 else str(k)))]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
     for ax, metric, lab in zip(axes, ["tv", "kl", "coupling_rmse"],
-                               ["TV$(p_\\mathrm{out}, q_{\\tau_\\mathrm{end}})$", "KL$(p_\\mathrm{out} \\| q)$",
+                               ["TV$(p_\\mathrm{out}, q_{\\tau_\\mathrm{end}})$", "KL$(p_\\mathrm{out} \\| q)$ (where > 3 se)",
                                 "pathwise RMS error $\\sqrt{E|x - \\Phi(x_\\mathrm{in})|^2}$"]):
         for i, (K, sub) in enumerate(ok.groupby("K")):
             sub = sub.sort_values("nfe")
@@ -135,9 +135,8 @@ def score_error(df, path):
 
 def samplers(df, path):
     ok = df[df.status == "ok"].copy()
-    ok["label"] = ok.apply(lambda r: r["sampler"] if r["sampler"] != "heroism" else
-                           f"HEROISM K={int(r['K'])} N={r['N']} {str(r['nodes'])[:4]}/{'J' if r['sweep'] == 'jacobi' else 'GS'}", axis=1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ok["label"] = ok.apply(_sampler_label, axis=1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, metric, lab in zip(axes, ["tv", "coupling_rmse"], ["TV", "pathwise RMS error"]):
         for i, (name, sub) in enumerate(ok.groupby("label", sort=True)):
             sub = sub.sort_values("nfe")
@@ -146,9 +145,25 @@ def samplers(df, path):
                 ax.loglog(sub["nfe"], sub[metric], label=name, **_style(i))
         ax.set_xlabel("NFE budget")
         ax.set_ylabel(lab)
-    axes[1].legend(fontsize=6, ncol=1, loc="lower left")
+        _plain_ticks(ax, sorted(ok["nfe_budget"].unique()))
+    axes[1].legend(fontsize=6, ncol=1, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("Samplers at equal NFE (gmm-aniso, d = 8)", fontsize=9)
     _save(fig, path)
+
+
+def _sampler_label(r):
+    if r["sampler"] != "heroism":
+        return {"ddim": "DDIM", "dpm2m": "DPM-Solver++ 2M", "dpm3m": "DPM-Solver++ 3M", "heun": "Heun",
+                "rk4": "RK4"}.get(r["sampler"], r["sampler"])
+    sweep = "Jacobi" if r["sweep"] == "jacobi" else "Gauss-Seidel"
+    return f"HEROISM K={int(r['K'])} N={int(float(r['N']))} {r['nodes']} {sweep}"
+
+
+def _plain_ticks(ax, values):
+    """Label the x axis at the given values, without overlapping minor log-tick labels."""
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(values)
+    ax.set_xticklabels([f"{int(v)}" for v in values])
 
 
 def paper_schedule(df, path):
@@ -158,6 +173,7 @@ def paper_schedule(df, path):
         sub = sub.sort_values("steps")
         ax.loglog(sub["steps"] + 1, sub["tv"], label=f"K={int(K)}", **_style(i))
     ax.set_xlabel("$T$ (schedule points)")
+    _plain_ticks(ax, sorted(ok["steps"].unique() + 1))
     ax.set_ylabel("TV$(p_\\mathrm{out}, q_{\\tau_1})$")
     ax.set_title("Paper's schedule, Gaussian start, N = ceil(log T)", fontsize=8)
     ax.legend()

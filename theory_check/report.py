@@ -10,7 +10,9 @@ import pandas as pd
 
 from . import __version__, fits, plots, runs, sweep
 
-STUDIES_DIR = sweep.PACKAGE_DIR.parent / "studies"
+# The repository's studies/ (editable install or source checkout), else ./studies.
+STUDIES_DIR = next((d for d in (sweep.PACKAGE_DIR.parent / "studies", pathlib.Path("studies")) if d.is_dir()),
+                   sweep.PACKAGE_DIR.parent / "studies")
 STUDY_ORDER = ("order", "refinement", "score_error", "samplers", "paper_schedule", "epsilon", "dimension")
 
 # Regression baseline (SPEC 8): fixed configurations whose TV is recomputed by the tests.
