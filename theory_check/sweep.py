@@ -232,7 +232,7 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
                 k = by_spec[json.dumps(spec, sort_keys=True, default=str)]
                 row = dict(row, study=name, run_key=k, config_hash=cfg_hash, version=__version__,
                            source_hash=src, git_commit=commit)
-                write_atomic(rundir / f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
+                _write(rundir / f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
                 failed += row["status"] != "ok"
                 bar.update(1)
                 bar.set_postfix(failed=failed, remaining=bar.total - bar.n)
@@ -240,8 +240,17 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
             bar.close()
         rows = [read_row(rundir / f"{k}.json") for k in keys]
         df = pd.DataFrame(rows)
-        write_atomic(out / f"{name}.csv", df.to_csv(index=False))
+        _write(out / f"{name}.csv", df.to_csv(index=False))
     return df
+
+
+def _write(path, text):
+    """write_atomic, with a full or failing disk reported as a SweepError (nothing half-written)."""
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise SweepError(f"out: cannot write {path} ({exc.strerror or exc}); the sweep stopped, "
+                         "finished runs are kept and a rerun resumes") from None
 
 
 def _progress(total, done, name, enabled):

@@ -1,0 +1,46 @@
+"""Regression of error rates (SPEC 8): recompute the committed baseline and fail if TV or its
+observed rate regresses. The baseline is written by `theory-check reproduce`, never by hand."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from theory_check import runs
+
+BASELINE = pathlib.Path(__file__).resolve().parent.parent / "results" / "baseline.json"
+
+
+def _entries():
+    return json.loads(BASELINE.read_text())["entries"]
+
+
+@pytest.fixture(scope="module")
+def recomputed():
+    out = {}
+    for e in _entries():
+        row = runs.evaluate(runs.normalise(dict(e["spec"], metrics=["tv", "kl"])))
+        out[json.dumps(e["spec"], sort_keys=True)] = row
+    return out
+
+
+def test_baseline_tv_does_not_regress(recomputed):
+    # Same seed and spec: an unchanged implementation reproduces the numbers exactly; a legitimate
+    # change of rounding moves TV by far less than its Monte-Carlo error. Tolerance: 3 combined se.
+    for e in _entries():
+        row = recomputed[json.dumps(e["spec"], sort_keys=True)]
+        assert row["status"] == "ok" and row["nfe"] == e["nfe"]
+        assert row["tv"] <= e["tv"] + 3 * np.hypot(e["tv_se"], row["tv_se"]), (e["spec"], row["tv"], e["tv"])
+
+
+def test_baseline_rates_do_not_regress(recomputed):
+    # Observed rate log2 TV(8 steps) / TV(16 steps) per K must not drop by more than 0.3.
+    by_k = {}
+    for e in _entries():
+        row = recomputed[json.dumps(e["spec"], sort_keys=True)]
+        by_k.setdefault(e["spec"]["K"], {})[e["spec"]["steps"]] = (e["tv"], row["tv"])
+    for K, d in by_k.items():
+        base = np.log2(d[8][0] / d[16][0])
+        new = np.log2(d[8][1] / d[16][1])
+        assert new >= base - 0.3, (K, base, new)
