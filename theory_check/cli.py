@@ -152,12 +152,24 @@ def parser():
     s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"])
     s.add_argument("--score-eps", type=float, default=0.0)
 
+    b = sub.add_parser("bench", help="benchmarks: ratios measured in one run (from the repository root)")
+    b.add_argument("--quick", action="store_true")
+
     c = sub.add_parser("check", help="closed-form checks of every named target")
     c.add_argument("--dim", type=_positive_int("dim"), default=5)
     return p
 
 
-COMMANDS = {"check": _cmd_check, "sample": _cmd_sample, "run": _cmd_run, "reproduce": _cmd_reproduce,
+def _cmd_bench(a):
+    sys.path.insert(0, str(pathlib.Path.cwd()))
+    try:
+        from benchmarks.bench import main as bench_main
+    except ImportError:
+        raise ValueError("bench: run from the repository root (benchmarks/ is not installed with the package)") from None
+    return bench_main(["--quick"] if a.quick else [])
+
+
+COMMANDS = {"bench": _cmd_bench, "check": _cmd_check, "sample": _cmd_sample, "run": _cmd_run, "reproduce": _cmd_reproduce,
             "fit": _cmd_fit, "plot": _cmd_plot}
 
 

@@ -1,0 +1,217 @@
+"""Benchmarks that print ratios measured in one run on the same machine (timings here are noisy;
+ratios of interleaved best-of-k timings are what we report, never bare seconds in tests).
+
+    python -m benchmarks [--quick]        (or: theory-check bench [--quick])
+
+1. score throughput: Numba kernel vs a straightforward NumPy broadcast twin and vs the best NumPy
+   formulation (distances through a BLAS matrix product), isotropic (n 1e5, M 16, d 64) and full
+   covariance (n 1e4, M 8, d 32) families;
+2. achieved GFLOP/s of the isotropic score as a fraction of this machine's GEMM rate on the
+   matching shape (n x d) @ (d x M);
+3. share of a HEROISM run's time spent outside score evaluations (n 1e5);
+4. cost of jacobian="structured" vs "full" as d grows;
+5. speed-up of a sweep on 2 workers vs 1;
+6. peak memory of a run against n d K floats; Numba cache: first run of a fresh process.
+"""
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+from scipy import special
+
+from theory_check import kernels, schedules, sweep, targets
+from theory_check.samplers import Heroism
+
+
+def best_of(fn, repeat=5):
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+# -- NumPy formulations of the isotropic and full-covariance scores --------------------------------
+
+def iso_blas(x, m, c, logc0):
+    """Best NumPy: |x - m_k|^2 = |x|^2 - 2 x.m_k + |m_k|^2 through one GEMM; score through another."""
+    xx = np.einsum("nd,nd->n", x, x)[:, None]
+    lw = logc0 - 0.5 * (xx - 2 * x @ m.T + np.einsum("kd,kd->k", m, m)) / c
+    r = np.exp(lw - special.logsumexp(lw, axis=1, keepdims=True))
+    rc = r / c
+    return -x * rc.sum(1, keepdims=True) + rc @ m
+
+
+def full_blas(x, m, V, inv_c, logc0):
+    lw = np.empty((len(x), len(m)))
+    gs = []
+    for k in range(len(m)):
+        z = (x - m[k]) @ V[k]
+        w = z * inv_c[k]
+        lw[:, k] = logc0[k] - 0.5 * np.einsum("np,np->n", z, w)
+        gs.append(-w @ V[k].T)
+    r = np.exp(lw - special.logsumexp(lw, axis=1, keepdims=True))
+    return sum(r[:, k:k + 1] * g for k, g in enumerate(gs))
+
+
+def iso_case(n, M, d, rng):
+    m = rng.normal(size=(M, d))
+    c = rng.uniform(0.2, 1.0, M)
+    logc0 = np.log(np.full(M, 1 / M)) - 0.5 * d * np.log(2 * np.pi * c)
+    x = m[rng.integers(M, size=n)] + rng.normal(size=(n, d))
+    return x, m, c, logc0
+
+
+def full_case(n, M, d, rng):
+    m = rng.normal(size=(M, d))
+    V = np.array([np.linalg.qr(rng.normal(size=(d, d)))[0] for _ in range(M)])
+    c = rng.uniform(0.1, 1.0, (M, d))
+    inv_c = 1 / c
+    logc0 = np.log(np.full(M, 1 / M)) - 0.5 * (d * np.log(2 * np.pi) + np.log(c).sum(1))
+    P = np.einsum("kip,kp,kjp->kij", V, inv_c, V)
+    x = m[rng.integers(M, size=n)] + rng.normal(size=(n, d))
+    return x, m, V, inv_c, logc0, P
+
+
+def bench_scores(quick):
+    rng = np.random.default_rng(0)
+    rows = []
+    n_iso = 20_000 if quick else 100_000
+    x, m, c, logc0 = iso_case(n_iso, 16, 64, rng)
+    t_nb = best_of(lambda: kernels.iso_score(x, m, c, logc0, False))
+    t_bc = best_of(lambda: kernels.iso_score_numpy(x, m, c, logc0, False), 3)
+    t_bl = best_of(lambda: iso_blas(x, m, c, logc0))
+    np.testing.assert_allclose(iso_blas(x, m, c, logc0), kernels.iso_score(x, m, c, logc0, False)[1], rtol=1e-6, atol=1e-8)
+    rows.append(("isotropic", f"n={n_iso} M=16 d=64", t_nb, t_bc, t_bl))
+    n_full = 2_000 if quick else 10_000
+    x2, m2, V, inv_c, logc02, P = full_case(n_full, 8, 32, rng)
+    t_nb2 = best_of(lambda: kernels.full_score(x2, m2, V, inv_c, logc02, P, False))
+    t_bc2 = best_of(lambda: kernels.full_score_numpy(x2, m2, V, inv_c, logc02, P, False), 3)
+    t_bl2 = best_of(lambda: full_blas(x2, m2, V, inv_c, logc02))
+    rows.append(("full covariance", f"n={n_full} M=8 d=32", t_nb2, t_bc2, t_bl2))
+    print("\n1. score throughput (best of 5; ratio > 1: Numba faster)")
+    print(f"{'family':<16}{'shape':<22}{'Numba ms':>10}{'vs broadcast':>14}{'vs BLAS':>10}")
+    for fam, shape, nb, bc, bl in rows:
+        print(f"{fam:<16}{shape:<22}{1e3 * nb:>10.2f}{bc / nb:>13.1f}x{bl / nb:>9.2f}x")
+    # 2. GFLOP/s: distances (2 n M d) + score accumulation (2 n M d) = 4 n M d flops.
+    flops = 4.0 * n_iso * 16 * 64
+    xm = np.ascontiguousarray(m.T)
+    t_gemm = best_of(lambda: x @ xm)
+    gemm_rate = 2.0 * n_iso * 64 * 16 / t_gemm
+    sq = np.ones((2048, 2048))
+    t_sq = best_of(lambda: sq @ sq, 3)
+    print(f"\n2. isotropic score: {flops / t_nb / 1e9:.1f} GFLOP/s = {flops / t_nb / gemm_rate:.0%} of the matching-shape "
+          f"GEMM ({gemm_rate / 1e9:.1f} GFLOP/s); square 2048 GEMM peak {2 * 2048 ** 3 / t_sq / 1e9:.1f} GFLOP/s "
+          f"({flops / t_nb / (2 * 2048 ** 3 / t_sq):.0%})")
+    return rows
+
+
+class Timed(targets.Target):
+    def __init__(self, base):
+        self.base, self.dim, self.active_basis, self.t = base, base.dim, base.active_basis, 0.0
+
+    def _eval(self, x, tau, want_jac):
+        t0 = time.perf_counter()
+        out = self.base._eval(x, tau, want_jac)
+        self.t += time.perf_counter() - t0
+        return out
+
+
+def bench_outside(quick):
+    n = 20_000 if quick else 100_000
+    rng = np.random.default_rng(1)
+    base = targets.IsotropicGaussianMixture(np.full(16, 1 / 16), 3 * rng.normal(size=(16, 64)), np.full(16, 0.2))
+    t = Timed(base)
+    x = base.sample(n, 0.999, rng)
+    print(f"\n3. HEROISM time outside score evaluations (n={n}, M=16, d=64, 10 steps)")
+    for K, N in ((2, 2), (3, 3), (4, 4)):
+        Heroism(K, N).run(t, schedules.log_snr(2), x[:100])
+        t.t = 0.0
+        t0 = time.perf_counter()
+        Heroism(K, N).run(t, schedules.log_snr(10), x)
+        total = time.perf_counter() - t0
+        print(f"   K={K} N={N}: {1 - t.t / total:.1%} of {total:.2f} s outside the score")
+
+
+def bench_structured(quick):
+    print("\n4. jacobian='structured' vs 'full' (gmm-iso, HEROISM K=3 N=3, 4 steps, n=64): seconds, ratio")
+    dims = (8, 32, 128) if quick else (8, 32, 128, 512, 2048)
+    prev = None
+    for d in dims:
+        t = targets.make("gmm-iso", d, 0)
+        x = t.sample(64, 0.999, np.random.default_rng(0))
+        taus = schedules.log_snr(4, 0.3)
+        ts = best_of(lambda: Heroism(3, 3).run(t, taus, x, jacobian="structured"), 2)
+        tf = best_of(lambda: Heroism(3, 3).run(t, taus, x, jacobian="full"), 1) if d <= 512 else np.nan
+        grow = "" if prev is None else f"   growth per 4x d: structured {ts / prev[0]:.1f}x, full {tf / prev[1]:.1f}x"
+        print(f"   d={d:<5} structured {ts:8.3f}  full {tf:8.3f}  full/structured {tf / ts:8.1f}x{grow}")
+        prev = (ts, tf)
+
+
+STUDY = """
+[study]
+name = "bench"
+[defaults]
+target = "gmm-aniso"
+dim = 8
+n = 8000
+metrics = ["tv", "kl"]
+[[grid]]
+K = [2, 3, 4]
+steps = [8, 12, 16, 24]
+"""
+
+
+def bench_sweep(quick):
+    with tempfile.TemporaryDirectory() as tmp:
+        p = pathlib.Path(tmp) / "bench.toml"
+        p.write_text(STUDY if not quick else STUDY.replace("[8, 12, 16, 24]", "[8, 16]"))
+        times = {}
+        for jobs in (1, 2):
+            t0 = time.perf_counter()
+            sweep.run_study(p, pathlib.Path(tmp) / f"o{jobs}", jobs=jobs, progress=False)
+            times[jobs] = time.perf_counter() - t0
+    print(f"\n5. sweep: 1 worker {times[1]:.1f} s, 2 workers {times[2]:.1f} s: speed-up {times[1] / times[2]:.2f}x "
+          f"({os.cpu_count()} cores)")
+
+
+def bench_memory_and_cache(quick):
+    n, d, K = (20_000 if quick else 100_000), 64, 4
+    t = targets.make("gmm-iso", d, 0)
+    x = t.sample(n, 0.999, np.random.default_rng(0))
+    taus = schedules.log_snr(4)
+    Heroism(K, K).run(t, taus, x[:10])
+    tracemalloc.start()
+    Heroism(K, K).run(t, taus, x)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    unit = 8.0 * n * d * K
+    print(f"\n6. peak memory of HEROISM K={K} (n={n}, d={d}, jacobian none): {peak / 2 ** 20:.0f} MiB "
+          f"= {peak / unit:.2f} x (n d K float64)")
+    code = ("import time; t0 = time.perf_counter(); import numpy as np; from theory_check import targets, schedules;"
+            "from theory_check.samplers import Heroism; t = targets.make('gmm-aniso', 4, 0);"
+            "x = t.sample(100, 0.999, np.random.default_rng(0));"
+            "Heroism(3, 3).run(t, schedules.log_snr(8), x, jacobian='full'); print(time.perf_counter() - t0)")
+    runs_ = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(2)]
+    print(f"   fresh process, import + first run: {runs_[0]:.2f} s then {runs_[1]:.2f} s (Numba cache on disk)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args(argv)
+    bench_scores(a.quick)
+    bench_outside(a.quick)
+    bench_structured(a.quick)
+    bench_sweep(a.quick)
+    bench_memory_and_cache(a.quick)
+    return 0
