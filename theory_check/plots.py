@@ -65,8 +65,9 @@ def _minimal_panels(df, xcol, xlab, theory, path, title, xtransform=lambda v: v)
     fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.4), squeeze=False)
     for ax, target in zip(axes[0], targets):
         for i, (K, sub) in enumerate(ok[ok.target == target].groupby("K")):
-            sub = sub.sort_values(xcol)
             x = xtransform(sub[xcol].to_numpy(float))
+            order_ = np.argsort(x)
+            x, sub = x[order_], sub.iloc[order_]
             ax.loglog(x, sub["nfe_min"], linestyle="none", **{k: v for k, v in _style(i).items() if k != "linestyle"},
                       label=f"K={int(K)}")
             if len(sub) >= 2:
@@ -79,6 +80,7 @@ def _minimal_panels(df, xcol, xlab, theory, path, title, xtransform=lambda v: v)
         ax.plot([], [], "-", color="0.3", label="fit")
         ax.plot([], [], ":", color="0.5", label="theory slope")
         ax.set_title(target, fontsize=9)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(xlab)
         ax.set_ylabel("minimal NFE for TV + 2se $\\leq \\varepsilon$")
         ax.legend(loc="upper left")
