@@ -167,18 +167,18 @@ name = "bench"
 [defaults]
 target = "gmm-aniso"
 dim = 8
-n = 8000
+n = 20000
 metrics = ["tv", "kl"]
 [[grid]]
 K = [2, 3, 4]
-steps = [8, 12, 16, 24]
+steps = [8, 12, 16, 24, 32, 48]
 """
 
 
 def bench_sweep(quick):
     with tempfile.TemporaryDirectory() as tmp:
         p = pathlib.Path(tmp) / "bench.toml"
-        p.write_text(STUDY if not quick else STUDY.replace("[8, 12, 16, 24]", "[8, 16]"))
+        p.write_text(STUDY if not quick else STUDY.replace("[8, 12, 16, 24, 32, 48]", "[8, 16]"))
         times = {}
         for jobs in (1, 2):
             t0 = time.perf_counter()
