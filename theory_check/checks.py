@@ -81,6 +81,18 @@ def probability_vector(w, name="weights"):
     return w
 
 
+def mixture(weights, means):
+    """(weights (M,), means (M, d)) of a mixture, checked against each other."""
+    means = array(means, "means", ndim=2)
+    M, d = means.shape
+    if M == 0 or d == 0:
+        raise ValueError(f"means must have shape (M, d) with M, d >= 1, got {means.shape}")
+    weights = probability_vector(weights)
+    if weights.shape != (M,):
+        raise ValueError(f"weights must have shape ({M},) to match means, got {weights.shape}")
+    return weights, means
+
+
 def psd_eigh(cov, name):
     """Eigendecomposition of a symmetric positive semi-definite matrix, checked."""
     cov = array(cov, name, ndim=2)

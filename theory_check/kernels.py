@@ -19,6 +19,19 @@ import numpy as np
 from numba import njit, prange
 
 
+@njit(cache=True)
+def _softmax_inplace(lw):
+    """Replace the log-weights lw by their softmax (the responsibilities); return logsumexp(lw)."""
+    mx = lw.max()
+    tot = 0.0
+    for k in range(lw.shape[0]):
+        lw[k] = np.exp(lw[k] - mx)
+        tot += lw[k]
+    for k in range(lw.shape[0]):
+        lw[k] = lw[k] / tot
+    return mx + np.log(tot)
+
+
 @njit(cache=True, parallel=True)
 def iso_score(x, m, c, logc0, want_jac):
     """Isotropic mixture: C_k = c_k I.
@@ -40,18 +53,12 @@ def iso_score(x, m, c, logc0, want_jac):
                 t = x[i, j] - m[k, j]
                 acc += t * t
             lw[k] = logc0[k] - 0.5 * acc / c[k]
-        mx = lw.max()
-        tot = 0.0
-        for k in range(M):
-            lw[k] = np.exp(lw[k] - mx)
-            tot += lw[k]
-        logq[i] = mx + np.log(tot)
+        logq[i] = _softmax_inplace(lw)
         for j in range(d):
             s[i, j] = 0.0
         diag = 0.0
         for k in range(M):
-            r = lw[k] / tot
-            lw[k] = r
+            r = lw[k]
             w = r / c[k]
             diag -= w
             for j in range(d):
@@ -121,18 +128,12 @@ def full_score(x, m, V, inv_c, logc0, P, want_jac):
                 w[k, p] = z * inv_c[k, p]
                 acc += z * w[k, p]
             lw[k] = logc0[k] - 0.5 * acc
-        mx = lw.max()
-        tot = 0.0
-        for k in range(M):
-            lw[k] = np.exp(lw[k] - mx)
-            tot += lw[k]
-        logq[i] = mx + np.log(tot)
+        logq[i] = _softmax_inplace(lw)
         g = np.empty((M, d))
         for j in range(d):
             s[i, j] = 0.0
         for k in range(M):
-            r = lw[k] / tot
-            lw[k] = r
+            r = lw[k]
             for j in range(d):
                 acc = 0.0
                 for p in range(d):

@@ -94,13 +94,8 @@ class IsotropicGaussianMixture(Target):
     """
 
     def __init__(self, weights, means, variances):
-        means = checks.array(means, "means", ndim=2)
+        self.weights, means = checks.mixture(weights, means)
         M, d = means.shape
-        if M == 0 or d == 0:
-            raise ValueError(f"means must have shape (M, d) with M, d >= 1, got {means.shape}")
-        self.weights = checks.probability_vector(weights)
-        if self.weights.shape != (M,):
-            raise ValueError(f"weights must have shape ({M},) to match means, got {self.weights.shape}")
         self.variances = checks.array(variances, "variances", shape=(M,))
         if np.any(self.variances < 0):
             raise ValueError("variances must be non-negative")
@@ -215,13 +210,8 @@ class GaussianMixture(Target):
     """
 
     def __init__(self, weights, means, covariances, basis=None):
-        means = checks.array(means, "means", ndim=2)
+        self.weights, means = checks.mixture(weights, means)
         M, d = means.shape
-        if M == 0 or d == 0:
-            raise ValueError(f"means must have shape (M, d) with M, d >= 1, got {means.shape}")
-        self.weights = checks.probability_vector(weights)
-        if self.weights.shape != (M,):
-            raise ValueError(f"weights must have shape ({M},) to match means, got {self.weights.shape}")
         covs = checks.array(covariances, "covariances", ndim=3)
         if covs.shape != (M, d, d):
             raise ValueError(f"covariances must have shape ({M}, {d}, {d}), got {covs.shape}")
