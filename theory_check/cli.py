@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import __version__, checks, metrics, runs, samplers, targets
+from . import __version__, checks, runs, samplers, targets
 from .sweep import SweepError
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import ot
-from scipy import special
 
 from . import checks
 from .targets import Target

@@ -155,7 +155,8 @@ class Sampler:
         D = tan.identity()
         logdet = None
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for i, (tau_hi, tau_lo, x, D) in enumerate(self._steps(target, taus, x, D, tan)):
+            steps = self._steps(target, taus, x, D, tan)
+            for i, (tau_hi, tau_lo, x, D) in enumerate(steps):
                 if not np.all(np.isfinite(x)) or not tan.finite(D):
                     raise NumericalError(i, tau_hi, tau_lo, "non-finite values in the state")
                 # A one-step method folds as soon as one step's map does. A multistep method's
