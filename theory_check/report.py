@@ -85,6 +85,17 @@ def initial_tv(name, dim, target_seed, T, n=100_000, seed=0):
     return float(np.mean(np.where(lw < 0, -np.expm1(np.minimum(lw, 0)), 0.0)))
 
 
+def _md_table(header, rows):
+    """Markdown table lines (and a blank line after it)."""
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
+
+
+def _with_ci(r, metric):
+    return (f"{_fmt(r.get(metric + '_order'), '.2f')} [{_fmt(r.get(metric + '_ci_lo'), '.2f')}, "
+            f"{_fmt(r.get(metric + '_ci_hi'), '.2f')}]")
+
+
 def _fmt(v, spec=".3g"):
     return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
@@ -105,14 +116,11 @@ def summary(out, quick, elapsed):
                   "Fitted by least squares on log NFE; 95% CI from a pairs bootstrap (2000 resamples); "
                   "theory: NFE ≈ d^(1+2/K) ε^(−1/K) up to log factors (Li, Zhou, Wei & Chen 2025). A CI above the "
                   "theory value by at most 1/ln(x_c) (one power of log at the range's geometric centre) is "
-                  "'consistent up to a log factor'.", "",
-                  "| target | K | law | exponent | fitted | 95% CI | theory | verdict | points | range |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for _, r in e.iterrows():
-            lines.append(f"| {r.target} | {r.K} | {r.law} | {r.exponent} | {r.fitted:.2f} | "
-                         f"[{_fmt(r.ci_lo, '.2f')}, {_fmt(r.ci_hi, '.2f')}] | {r.theory:.2f} | {r.verdict} | "
-                         f"{r.n_points} | {r.range} |")
-        lines.append("")
+                  "'consistent up to a log factor'.", ""]
+        lines += _md_table(["target", "K", "law", "exponent", "fitted", "95% CI", "theory", "verdict", "points", "range"],
+                           [[r.target, r.K, r.law, r.exponent, f"{r.fitted:.2f}",
+                             f"[{_fmt(r.ci_lo, '.2f')}, {_fmt(r.ci_hi, '.2f')}]", f"{r.theory:.2f}", r.verdict,
+                             r.n_points, r.range] for _, r in e.iterrows()])
         for name, law in (("b", "d"), ("c", "eps")):
             sub = e[(e.exponent == name) & (e.law == law)]
             if len(sub):
@@ -126,14 +134,9 @@ def summary(out, quick, elapsed):
         o = t["orders"]
         lines += ["### order", "", "HEROISM on gmm-aniso (d = 4, log-SNR schedule τ from 0.999 to 1e-3). Measured order "
                   "= −slope of log error vs log NFE over the last four resolved points; expected "
-                  "p = min(N+1, q_K), q_K = K (even) or K+1 (odd).", "",
-                  "| K | N | expected p | order from TV [95% CI] | order from pathwise error [95% CI] |", "|---|---|---|---|---|"]
-        for _, r in o.iterrows():
-            lines.append(f"| {r.K} | {r.N} | {r.expected} | {_fmt(r.get('tv_order'), '.2f')} "
-                         f"[{_fmt(r.get('tv_ci_lo'), '.2f')}, {_fmt(r.get('tv_ci_hi'), '.2f')}] | "
-                         f"{_fmt(r.get('coupling_rmse_order'), '.2f')} [{_fmt(r.get('coupling_rmse_ci_lo'), '.2f')}, "
-                         f"{_fmt(r.get('coupling_rmse_ci_hi'), '.2f')}] |")
-        lines.append("")
+                  "p = min(N+1, q_K), q_K = K (even) or K+1 (odd).", ""]
+        lines += _md_table(["K", "N", "expected p", "order from TV [95% CI]", "order from pathwise error [95% CI]"],
+                           [[r.K, r.N, r.expected, _with_ci(r, "tv"), _with_ci(r, "coupling_rmse")] for _, r in o.iterrows()])
     if "dimension" in f:
         d = f["dimension"]
         cens = int(d["censored"].astype(bool).sum())
@@ -149,21 +152,17 @@ def summary(out, quick, elapsed):
     if "refinement_fit" in t:
         r = t["refinement_fit"]
         lines += ["### refinement", "", "Smallest N whose pathwise error is within 10% of the most refined run, against the "
-                  "paper's N = ⌈log T⌉:", "", "| K | steps | N sufficient | paper's N | error N=0 | error N=max | error paper N |",
-                  "|---|---|---|---|---|---|---|"]
-        for _, x in r.iterrows():
-            lines.append(f"| {int(x.K)} | {int(x.steps)} | {int(x.N_sufficient)} | {int(x.N_paper)} | {_fmt(x.error_N0)} | "
-                         f"{_fmt(x.error_at_N_max)} | {_fmt(x.error_paper)} |")
-        lines.append("")
+                  "paper's N = ⌈log T⌉:", ""]
+        lines += _md_table(["K", "steps", "N sufficient", "paper's N", "error N=0", "error N=max", "error paper N"],
+                           [[int(x.K), int(x.steps), int(x.N_sufficient), int(x.N_paper), _fmt(x.error_N0),
+                             _fmt(x.error_at_N_max), _fmt(x.error_paper)] for _, x in r.iterrows()])
     if "score_error_fit" in t:
         r = t["score_error_fit"]
         lines += ["### score_error", "", "TV with perturbed scores ŝ = s + ε τ^(−1/2) h(x): exact-score floor and the slope of "
-                  "log TV vs log (realised RMS score error) where the score error dominates:", "",
-                  "| K | TV floor (ε = 0) | slope [95% CI] | points |", "|---|---|---|---|"]
-        for _, x in r.iterrows():
-            lines.append(f"| {int(x.K)} | {_fmt(x.tv_floor)} | {_fmt(x.get('slope'), '.2f')} [{_fmt(x.get('ci_lo'), '.2f')}, "
-                         f"{_fmt(x.get('ci_hi'), '.2f')}] | {int(x.n_dominated)} |")
-        lines.append("")
+                  "log TV vs log (realised RMS score error) where the score error dominates:", ""]
+        lines += _md_table(["K", "TV floor (ε = 0)", "slope [95% CI]", "points"],
+                           [[int(x.K), _fmt(x.tv_floor), f"{_fmt(x.get('slope'), '.2f')} [{_fmt(x.get('ci_lo'), '.2f')}, "
+                             f"{_fmt(x.get('ci_hi'), '.2f')}]", int(x.n_dominated)] for _, x in r.iterrows()])
     if "samplers" in f:
         s = f["samplers"]
         ok = s[s.status == "ok"]
