@@ -108,9 +108,9 @@ def load_study(path, quick=False):
                 spec = runs.normalise(dict(zip(keys, combo)))
             except ValueError as exc:
                 raise ValueError(f"study file {path.name}: {exc}") from None
-            k = run_key(spec)
-            if k not in seen and (max_dim is None or spec["dim"] <= max_dim):
-                seen.add(k)
+            canon = json.dumps(spec, sort_keys=True, default=str)
+            if canon not in seen and (max_dim is None or spec["dim"] <= max_dim):
+                seen.add(canon)
                 specs.append(spec)
     return name, study.get("description", ""), specs, hashlib.sha256(raw).hexdigest()[:16]
 
@@ -184,23 +184,23 @@ def _init_worker():
     numba.set_num_threads(1)
 
 
-def _compute(specs, jobs, executor, scheduler):
-    """Yield (spec, row) as runs finish."""
+def _compute(pending, jobs, executor, scheduler):
+    """Yield (key, row) as the runs of `pending` [(key, spec), ...] finish."""
     if executor == "dask":
         from distributed import Client, as_completed
         with Client(scheduler) as client:
-            futs = {client.submit(runs.evaluate, s, pure=False): s for s in specs}
+            futs = {client.submit(runs.evaluate, s, pure=False): k for k, s in pending}
             for fut in as_completed(futs):
                 yield futs[fut], fut.result()
         return
     if jobs == 1:
-        for s in specs:
-            yield s, runs.evaluate(s)
+        for k, s in pending:
+            yield k, runs.evaluate(s)
         return
     # spawn, not fork: forking a process whose Numba (OpenMP) threads have run is unsafe.
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, mp_context=ctx) as pool:
-        futs = {pool.submit(runs.evaluate, s): s for s in specs}
+        futs = {pool.submit(runs.evaluate, s): k for k, s in pending}
         for fut in cf.as_completed(futs):
             yield futs[fut], fut.result()
 
@@ -224,12 +224,10 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
         for tmp in rundir.glob(".tmp-*"):
             tmp.unlink()               # left by a killed sweep: never renamed, so never a row
         pending = [(k, s) for k, s in zip(keys, specs) if read_row(rundir / f"{k}.json") is None]
-        by_spec = {json.dumps(s, sort_keys=True, default=str): k for k, s in pending}
         bar = _progress(len(specs), len(specs) - len(pending), name, progress)
         failed = 0
         try:
-            for spec, row in _compute([s for _, s in pending], jobs, executor, scheduler):
-                k = by_spec[json.dumps(spec, sort_keys=True, default=str)]
+            for k, row in _compute(pending, jobs, executor, scheduler):
                 row = dict(row, study=name, run_key=k, config_hash=cfg_hash, version=__version__,
                            source_hash=src, git_commit=commit)
                 _write(rundir / f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
