@@ -10,7 +10,8 @@ def _rel(a, b):
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
 
 
-@pytest.mark.parametrize("n,M,d", [(1, 1, 1), (7, 3, 2), (50, 16, 9), (3, 40, 1)])
+# M = 6 and 3 exercise the kernel's four-component unrolling with and without a remainder.
+@pytest.mark.parametrize("n,M,d", [(1, 1, 1), (7, 3, 2), (50, 16, 9), (20, 6, 5), (3, 40, 1)])
 @pytest.mark.parametrize("tau", [1e-6, 0.3, 1 - 1e-6])
 def test_iso_kernel_equals_numpy_twin(n, M, d, tau):
     rng = np.random.default_rng(n * 100 + M)
@@ -27,7 +28,8 @@ def test_iso_kernel_equals_numpy_twin(n, M, d, tau):
                 assert _rel(g, r) <= 1e-12
 
 
-@pytest.mark.parametrize("n,M,d", [(1, 1, 1), (7, 3, 2), (30, 8, 6)])
+# n = 600 at d = 6 spans three blocks of 256 rows (the last one partial); d = 40 has 163-row blocks.
+@pytest.mark.parametrize("n,M,d", [(1, 1, 1), (7, 3, 2), (30, 8, 6), (600, 3, 6), (400, 2, 40)])
 @pytest.mark.parametrize("tau", [1e-6, 0.3, 1 - 1e-6])
 def test_full_kernel_equals_numpy_twin(n, M, d, tau):
     rng = np.random.default_rng(n * 100 + M)
@@ -46,3 +48,47 @@ def test_full_kernel_equals_numpy_twin(n, M, d, tau):
             assert g.shape == r.shape
             if r.size:
                 assert _rel(g, r) <= 1e-12
+
+
+def test_block_rows_keep_blas_single_threaded():
+    # OpenBLAS threads a GEMM once m n k exceeds 4 * 65536; blocks stay at or below it.
+    for d in (1, 3, 8, 32, 64, 128, 512, 2048):
+        B = kernels.full_block_rows(d)
+        assert 1 <= B <= 256 and (B == 1 or B * d * d <= 4 * 65536)
+
+
+@pytest.mark.parametrize("m,p", [(1, 2), (3, 5), (11, 13)])
+def test_lincomb_equals_numpy_twin(m, p):
+    rng = np.random.default_rng(m * p)
+    C = rng.standard_normal((m, p))
+    arrays = tuple(rng.standard_normal((37, 5)) for _ in range(p))
+    got = kernels.lincomb(C, arrays, np.full((m, 37, 5), np.nan))
+    ref = kernels.lincomb_numpy(C, arrays, np.empty((m, 37, 5)))
+    # p terms of size O(1): rounding differences stay below p * eps * max|term|
+    assert np.max(np.abs(got - ref)) <= 4 * p * np.finfo(float).eps * np.max(np.abs(C)) * 5
+
+
+def test_kernels_do_not_depend_on_the_number_of_threads():
+    import numba
+    rng = np.random.default_rng(3)
+    n, M, d = 700, 6, 7
+    x, m = rng.standard_normal((n, d)), rng.standard_normal((M, d))
+    c = rng.uniform(0.2, 1.0, M)
+    logc0 = np.log(np.full(M, 1 / M)) - 0.5 * d * np.log(2 * np.pi * c)
+    V = np.array([np.linalg.qr(rng.standard_normal((d, d)))[0] for _ in range(M)])
+    inv_c = 1 / rng.uniform(0.2, 1.0, (M, d))
+    P = np.einsum("kip,kp,kjp->kij", V, inv_c, V)
+    C = rng.standard_normal((2, 3))
+
+    def run():
+        return (kernels.iso_score(x, m, c, logc0, True) + kernels.full_score(x, m, V, inv_c, logc0, P, True)
+                + (kernels.lincomb(C, (x, x[::-1].copy(), 2 * x), np.empty((2, n, d))),))
+
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+    finally:
+        numba.set_num_threads(saved)
+    for a, b in zip(one, run()):
+        np.testing.assert_array_equal(a, b)
