@@ -139,11 +139,14 @@ def bench_outside(quick):
     print(f"\n3. HEROISM time outside score evaluations (n={n}, M=16, d=64, 10 steps)")
     for K, N in ((2, 2), (3, 3), (4, 4)):
         Heroism(K, N).run(t, schedules.log_snr(2), x[:100])
-        t.t = 0.0
-        t0 = time.perf_counter()
-        Heroism(K, N).run(t, schedules.log_snr(10), x)
-        total = time.perf_counter() - t0
-        print(f"   K={K} N={N}: {1 - t.t / total:.1%} of {total:.2f} s outside the score")
+        runs = []
+        for _ in range(3):                      # the fastest of 3 runs, with its own score time
+            t.t = 0.0
+            t0 = time.perf_counter()
+            Heroism(K, N).run(t, schedules.log_snr(10), x)
+            runs.append((time.perf_counter() - t0, t.t))
+        total, inside = min(runs)
+        print(f"   K={K} N={N}: {1 - inside / total:.1%} of {total:.2f} s outside the score")
 
 
 def bench_structured(quick):

@@ -15,13 +15,14 @@ Notation: a(tau) = sqrt(1 - tau), kappa(u) = 1 / (2 (1 - u)^{3/2}), so that
 x(tau_lo) = a_lo [x(tau_hi)/a_hi + int_{tau_lo}^{tau_hi} s(x(u), u) kappa(u) du].
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from . import checks, schedules
+from . import checks, kernels, schedules
 
 JACOBIAN_MODES = ("none", "full", "structured")
 
@@ -141,32 +142,56 @@ class _Tangent:
 
 class Sampler:
     """Base class: subclasses implement `_steps(target, taus, x, Dx, tan)`, a generator that
-    yields (tau_hi, tau_lo, x, Dx) after each step."""
+    yields (tau_hi, tau_lo, x, Dx) after each step.
+
+    Samples are independent, so a batch larger than `chunk_rows` is run as chunks advanced in
+    lockstep, one step at a time: each chunk's arrays stay in the cache while the step's score
+    evaluations and node updates pass over them, instead of streaming n d floats through memory
+    for every operation. Checks still run after every step, in step order. Samplers whose steps
+    couple the samples (one adaptive step size, one random stream) set `chunked = False`.
+    """
 
     deterministic = True
     multistep = False
+    chunked = True
+    CHUNK_FLOATS = 2 ** 18      # 2 MiB per (rows, d) array: a step's few arrays fit the L3 cache
+
+    @classmethod
+    def chunk_rows(cls, d, jacobian="none"):
+        """Rows per chunk: CHUNK_FLOATS floats of state (with its d x d derivative in 'full' mode)."""
+        per_row = d * (d + 1) if jacobian == "full" else d
+        return max(16, cls.CHUNK_FLOATS // per_row)
 
     def run(self, target, taus, x, jacobian="none"):
         taus = schedules.validate(taus)
         x = checks.batch(x, target.dim)
         if not self.deterministic and jacobian != "none":
             raise ValueError(f"jacobian must be 'none' for the stochastic sampler {self!r}")
-        tan = _Tangent(jacobian, target, x)
-        D = tan.identity()
-        logdet = None
+        x = np.ascontiguousarray(x)
+        n, d = x.shape
+        rows = self.chunk_rows(d, jacobian) if self.chunked else n
+        starts = range(0, n, rows)
+        tans = [_Tangent(jacobian, target, x[a:a + rows]) for a in starts]
+        steps = [self._steps(target, taus, x[a:a + rows], tan.identity(), tan) for a, tan in zip(starts, tans)]
+        xs, logdets = [None] * len(tans), [None] * len(tans)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            steps = self._steps(target, taus, x, D, tan)
-            for i, (tau_hi, tau_lo, x, D) in enumerate(steps):
-                if not np.all(np.isfinite(x)) or not tan.finite(D):
-                    raise NumericalError(i, tau_hi, tau_lo, "non-finite values in the state")
-                # A one-step method folds as soon as one step's map does. A multistep method's
-                # state is (x, history): only the final map x_in -> x_out must be invertible.
-                if jacobian != "none" and (not self.multistep or tau_lo == taus[-1]):
-                    sign, logdet = tan.slogdet(D)
-                    if np.any(sign <= 0) or not np.all(np.isfinite(logdet)):
-                        bad = int(np.argmax((sign <= 0) | ~np.isfinite(logdet)))
-                        raise NumericalError(i, tau_hi, tau_lo, f"the map folded (det <= 0) at sample {bad}")
-        return Output(x, tan.nfe, logdet)
+            for i, step in enumerate(zip(*steps)):
+                for c, (a, tan, (tau_hi, tau_lo, xc, D)) in enumerate(zip(starts, tans, step)):
+                    if not np.all(np.isfinite(xc)) or not tan.finite(D):
+                        raise NumericalError(i, tau_hi, tau_lo, "non-finite values in the state")
+                    # A one-step method folds as soon as one step's map does. A multistep
+                    # method's state is (x, history): only the final map x_in -> x_out must be
+                    # invertible.
+                    if jacobian != "none" and (not self.multistep or tau_lo == taus[-1]):
+                        sign, logdets[c] = tan.slogdet(D)
+                        bad = (sign <= 0) | ~np.isfinite(logdets[c])
+                        if np.any(bad):
+                            raise NumericalError(i, tau_hi, tau_lo,
+                                                 f"the map folded (det <= 0) at sample {a + int(np.argmax(bad))}")
+                    xs[c] = xc
+        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        logdet = None if logdets[0] is None else logdets[0] if len(logdets) == 1 else np.concatenate(logdets)
+        return Output(x, tans[0].nfe, logdet)
 
     def __repr__(self):
         return type(self).__name__ + "()"
@@ -227,6 +252,39 @@ def step_nodes(tau_hi, tau_lo, K, kind):
     return u
 
 
+def _lincomb(C, arrays, out):
+    """out[j] = sum_i C[j, i] arrays[i] (kernels.lincomb), each distinct array read once: the
+    first sweep of a HEROISM step combines x and K copies of g_0, i.e. two arrays, not K + 1."""
+    distinct, cols = [], []
+    for v in arrays:
+        t = next((t for t, u in enumerate(distinct) if u is v), len(distinct))
+        if t == len(distinct):
+            distinct.append(v)
+        cols.append(t)
+    Cm = np.zeros((C.shape[0], len(distinct)))
+    for i, t in enumerate(cols):
+        Cm[:, t] += C[:, i]
+    return kernels.lincomb(Cm, tuple(np.ascontiguousarray(v) for v in distinct), out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _heroism_coefficients(tau_hi, tau_lo, K, kind):
+    """Nodes u (K,) of a step and the coefficients C of its node updates: row j - 1 holds
+    [a_j / a_0, a_j W_j0, ..., a_j W_j,K-1] for j = 1..K-1. For K = 1, the one row
+    [a_lo / a_hi, a_lo W0] of the exponential Euler step to tau_lo. Cached (read-only) because
+    every chunk of a batch takes the same steps."""
+    u = step_nodes(tau_hi, tau_lo, K, kind)
+    if K == 1:
+        a_hi, a_lo = _a(tau_hi), _a(tau_lo)
+        C = np.array([[a_lo / a_hi, a_lo * (1.0 / a_hi - 1.0 / a_lo)]])
+    else:
+        W, _ = lagrange_kappa_weights(u)
+        a = np.sqrt(1.0 - u)
+        C = np.concatenate([(a[1:] / a[0])[:, None], a[1:, None] * W[1:]], axis=1)
+    u.flags.writeable = C.flags.writeable = False
+    return u, C
+
+
 class Heroism(Sampler):
     """HEROISM of order K with N refinement sweeps (our reading of Li, Zhou, Wei & Chen 2025, Alg. 1).
 
@@ -279,39 +337,31 @@ class Heroism(Sampler):
     def _steps(self, target, taus, x, Dx, tan):
         K, N = self.K, self.sweeps(len(taus) - 1)
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
-            u = step_nodes(tau_hi, tau_lo, K, self.nodes)
-            W, W0 = lagrange_kappa_weights(u)
-            a = np.sqrt(1.0 - u)
+            u, C = _heroism_coefficients(tau_hi, tau_lo, K, self.nodes)
             g0, Dg0 = tan.score(x, tau_hi, Dx)
-            if K == 1:
-                a_lo = _a(tau_lo)
-                coef = [a_lo / a[0], a_lo * (1.0 / a[0] - 1.0 / a_lo)]
-                x, Dx = coef[0] * x + coef[1] * g0, tan.lin(coef, [Dx, Dg0])
-                yield tau_hi, tau_lo, x, Dx
-                continue
-            g = [g0] * K
-            Dg = [Dg0] * K
-            y = [None] * K
-            Dy = [None] * K
+            g, Dg = [g0] * K, [Dg0] * K
+            y = np.empty((max(K - 1, 1), *x.shape))
+            Dy = [None] * max(K, 2)
 
-            def update(j):
-                coef = [a[j] / a[0]] + list(a[j] * W[j])
-                y[j] = coef[0] * x + sum(coef[1 + i] * g[i] for i in range(K))
-                Dy[j] = tan.lin(coef, [Dx] + Dg)
+            def update(j0, j1):
+                # y_j = a_j [x/a_0 + sum_i W_ji g_i], j0 <= j < j1, in one pass over the samples
+                _lincomb(C[j0 - 1:j1 - 1], (x, *g), y[j0 - 1:j1 - 1])
+                for j in range(j0, j1):
+                    Dy[j] = tan.lin(list(C[j - 1]), [Dx] + Dg)
 
-            for _ in range(N):
-                if self.sweep == "jacobi":
-                    for j in range(1, K):
-                        update(j)
-                    evals = [tan.score(y[j], u[j], Dy[j]) for j in range(1, K)]
-                    for j in range(1, K):
-                        g[j], Dg[j] = evals[j - 1]
-                else:
-                    for j in range(1, K):
-                        update(j)
-                        g[j], Dg[j] = tan.score(y[j], u[j], Dy[j])
-            update(K - 1)
-            x, Dx = y[K - 1], Dy[K - 1]
+            if K > 1:
+                for _ in range(N):
+                    if self.sweep == "jacobi":
+                        update(1, K)
+                        evals = [tan.score(y[j - 1], u[j], Dy[j]) for j in range(1, K)]
+                        for j in range(1, K):
+                            g[j], Dg[j] = evals[j - 1]
+                    else:
+                        for j in range(1, K):
+                            update(j, j + 1)
+                            g[j], Dg[j] = tan.score(y[j - 1], u[j], Dy[j])
+            update(max(K - 1, 1), max(K, 2))
+            x, Dx = y[-1], Dy[max(K - 1, 1)]
             yield tau_hi, tau_lo, x, Dx
 
     def __repr__(self):
@@ -481,6 +531,7 @@ class DDPM(Sampler):
     Stochastic (seeded); no logdet. One evaluation per step."""
 
     deterministic = False
+    chunked = False          # one random stream for the whole batch
 
     def __init__(self, seed=0):
         self.seed = checks.integer(seed, "seed", minimum=0)
@@ -510,6 +561,8 @@ class Reference(Sampler):
     d logdet / dlambda = tau (d + tr grad s) / 2, with the trace from the full or the structured
     Jacobian. All samples are integrated as one system (one step-size sequence for the batch).
     Only the end point is taken from the schedule."""
+
+    chunked = False          # one step-size sequence for the whole batch
 
     def __init__(self, rtol=1e-10, atol=1e-12):
         self.rtol = checks.positive(rtol, "rtol")
