@@ -140,3 +140,19 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
         r = subprocess.run(_cli(*args), capture_output=True, text=True)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "error" in r.stderr, (args, r.stderr)
+
+
+def test_child_environment_is_restored(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with sweep._child_environment(sweep._ONE_THREAD):
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+
+
+def test_cost_orders_longer_runs_first():
+    from theory_check import runs
+    base = runs.normalise(dict(target="gmm-iso", dim=4, steps=8, K=2))
+    assert runs.cost(runs.normalise(dict(base, steps=16))) == 2 * runs.cost(base)
+    assert runs.cost(runs.normalise(dict(base, K=3))) > runs.cost(base)
+    assert runs.cost(runs.normalise(dict(base, sampler="rk4"))) == 4 * runs.cost(runs.normalise(dict(base, sampler="ddim")))

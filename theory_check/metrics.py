@@ -21,7 +21,6 @@ True
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 
 from . import checks
 from .targets import Target
@@ -74,6 +73,7 @@ def w2(x, y, method="exact", n_projections=256, seed=0):
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
     if len(x) == 0 or len(y) == 0:
         raise ValueError("x and y must be non-empty")
+    import ot                   # here, not at the top: it costs every sweep worker 0.3 s to start
     if method == "exact":
         a, b = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
         cost = ot.emd2(a, b, ot.dist(x, y), numItermax=10_000_000)

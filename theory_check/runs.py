@@ -91,6 +91,20 @@ def nfe_per_step(sampler, steps):
     return {S.Heun: 2, S.RK4: 4}.get(type(sampler), 1)
 
 
+def cost(spec):
+    """A rough relative cost of evaluating a spec (score evaluations x samples x per-sample
+    work), used only to order runs, longest first. A minimal-mode search is charged as a run at
+    max_steps / 4, about what its doubling and bisection add up to."""
+    if spec["sampler"] == "heroism":
+        K, N = spec["K"], spec["N"]
+        N = 3 if N == "paper" else N
+        per_step = 1 if K == 1 else 1 + N * (K - 1)
+    else:
+        per_step = {"heun": 2, "rk4": 4, "reference": 20}.get(spec["sampler"], 1)
+    nfe = spec["max_steps"] / 4 * per_step if spec["mode"] == "minimal" else spec["nfe_budget"] or spec["steps"] * per_step
+    return float(nfe) * spec["n"] * spec["dim"] * (spec["dim"] if spec["jacobian"] == "full" else 1)
+
+
 def _one(spec, target, sampler, steps, jac):
     """Run at `steps` steps; returns the metric fields of a row."""
     taus = schedule(spec, steps)

@@ -178,10 +178,28 @@ def _prepare_out(out):
     return out
 
 
+# Processes already split the work: one thread each (Numba and BLAS) avoids oversubscription.
+# BLAS reads its thread count when the spawned interpreter loads it, so it goes by environment.
+_ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+
+
 def _init_worker():
-    # Processes already split the work: one Numba thread each avoids oversubscription.
     import numba
     numba.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _child_environment(env):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _compute(pending, jobs, executor, scheduler):
@@ -198,8 +216,11 @@ def _compute(pending, jobs, executor, scheduler):
             yield k, runs.evaluate(s)
         return
     # spawn, not fork: forking a process whose Numba (OpenMP) threads have run is unsafe.
+    # The longest runs go first, so that no worker is left with a long run at the end.
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, mp_context=ctx) as pool:
+    pending = sorted(pending, key=lambda ks: -runs.cost(ks[1]))
+    with _child_environment(_ONE_THREAD), \
+            cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, mp_context=ctx) as pool:
         futs = {pool.submit(runs.evaluate, s): k for k, s in pending}
         for fut in cf.as_completed(futs):
             yield futs[fut], fut.result()
