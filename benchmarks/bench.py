@@ -10,7 +10,7 @@ ratios of interleaved best-of-k timings are what we report, never bare seconds i
    matching shape (n x d) @ (d x M);
 3. share of a HEROISM run's time spent outside score evaluations (n 1e5);
 4. cost of jacobian="structured" vs "full" as d grows;
-5. speed-up of a sweep on 2 workers vs 1;
+5. speed-up of a sweep on 2 workers vs 1, with one thread per worker and with the defaults;
 6. peak memory of a run against n d K floats; Numba cache: first run of a fresh process.
 """
 
