@@ -92,3 +92,14 @@ def test_kernels_do_not_depend_on_the_number_of_threads():
         numba.set_num_threads(saved)
     for a, b in zip(one, run()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_openmp_spin_is_short_unless_the_user_sets_it():
+    import os
+    import subprocess
+    import sys
+    code = "import os, theory_check; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "3000"
+    env["GOMP_SPINCOUNT"] = "77"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "77"
