@@ -28,6 +28,21 @@ def test_iso_kernel_equals_numpy_twin(n, M, d, tau):
                 assert _rel(g, r) <= 1e-12
 
 
+def test_responsibilities_below_the_underflow_threshold_are_zero():
+    # d = 1, x = 0, components at 0 and 1 with c = 1: s(0) = r_2 = e^v / (1 + e^v), where
+    # v = log-weight gap. Above the threshold r_2 is computed (to 1e-12, the exp's accuracy);
+    # below it, it is 0 instead of ~1e-261: the same to ~250 digits beyond double resolution.
+    x, m, c = np.zeros((1, 1)), np.array([[0.0], [1.0]]), np.ones(2)
+    for v in (kernels.UNDERFLOW + 1, kernels.UNDERFLOW - 1, -700.0, -800.0):
+        logc0 = np.array([0.0, v + 0.5])                  # log-term of component 2: logc0 - 1/2
+        _, s, _ = kernels.iso_score(x, m, c, logc0, False)
+        _, s_ref, _ = kernels.iso_score_numpy(x, m, c, logc0, False)
+        if v > kernels.UNDERFLOW:
+            assert s[0, 0] > 0 and abs(s[0, 0] - np.exp(v)) <= 1e-12 * np.exp(v)
+        else:
+            assert s[0, 0] == 0.0 and abs(s_ref[0, 0]) <= np.exp(kernels.UNDERFLOW)
+
+
 # n = 600 at d = 6 spans three blocks of 256 rows (the last one partial); d = 40 has 163-row blocks.
 @pytest.mark.parametrize("n,M,d", [(1, 1, 1), (7, 3, 2), (30, 8, 6), (600, 3, 6), (400, 2, 40)])
 @pytest.mark.parametrize("tau", [1e-6, 0.3, 1 - 1e-6])

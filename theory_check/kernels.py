@@ -24,6 +24,13 @@ from numba import njit, prange
 # samplers' checks. A sample's result does not depend on the number of threads.
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 
+# Responsibilities below e^-600 of the largest are set to 0. They lie ~240 orders of magnitude
+# below double resolution (the total is >= 1), so no result changes; but exp underflows for
+# arguments below -708, and libm's underflow path is slow: with well-separated modes at small tau
+# most responsibilities underflow, and an isotropic score evaluation took 850 us instead of 630 us
+# (measured, n 4096, M 16, d 64, tau <= 0.2).
+UNDERFLOW = -600.0
+
 
 @njit(cache=True)
 def _softmax_inplace(lw):
@@ -31,7 +38,10 @@ def _softmax_inplace(lw):
     mx = lw.max()
     tot = 0.0
     for k in range(lw.shape[0]):
-        lw[k] = np.exp(lw[k] - mx)
+        v = lw[k] - mx
+        # exp of a clamped argument, then a select: LLVM may evaluate both arms of a branch
+        e = np.exp(max(v, UNDERFLOW))
+        lw[k] = e if v > UNDERFLOW else 0.0
         tot += lw[k]
     for k in range(lw.shape[0]):
         lw[k] = lw[k] / tot
