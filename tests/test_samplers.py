@@ -284,6 +284,31 @@ def test_non_finite_state_raises_with_step_and_tau():
         Heroism(2, 1).run(Bad(), [0.9, 0.6, 0.1], np.ones((3, 2)))
 
 
+def test_chunked_run_reports_the_earliest_failing_step(monkeypatch):
+    # Chunks run one after another through all the steps; the first chunk fails at step 2, the
+    # second at step 1. The error must be the one at step 1, as for the batch taken whole.
+    class Bad(targets.Target):
+        dim = 2
+
+        def _eval(self, x, tau, want_jac):
+            s = -x / tau
+            s[(x[:, 0] > 0) & (tau < 0.5)] = np.nan     # second chunk: from the evaluation at 0.3
+            s[(x[:, 0] < 0) & (tau < 0.2)] = np.nan     # first chunk: from the evaluation at 0.1
+            return np.zeros(len(x)), s, np.zeros((len(x), 2, 2))
+
+    x = np.concatenate([-np.ones((16, 2)), np.ones((16, 2))])
+    taus = [0.9, 0.6, 0.3, 0.1]
+    match = r"step 1 \(tau 0.6 -> 0.3\): non-finite"
+    with pytest.raises(NumericalError, match=match):
+        Heroism(2, 1).run(Bad(), taus, x)
+    monkeypatch.setattr(Heroism, "CHUNK_FLOATS", 1)
+    assert Heroism.chunk_rows(2) == 16
+    with pytest.raises(NumericalError, match=match):
+        Heroism(2, 1).run(Bad(), taus, x)
+    with pytest.raises(NumericalError, match=r"step 2 \(tau 0.3 -> 0.1\): non-finite"):
+        Heroism(2, 1).run(Bad(), taus, x[:16])
+
+
 def test_ddpm_is_seeded_and_approximately_exact():
     t = targets.make("gmm-iso", 2, 0)
     taus = schedules.log_snr(200)

@@ -16,6 +16,7 @@ x(tau_lo) = a_lo [x(tau_hi)/a_hi + int_{tau_lo}^{tau_hi} s(x(u), u) kappa(u) du]
 """
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -141,20 +142,23 @@ class _Tangent:
 
 
 class Sampler:
-    """Base class: subclasses implement `_steps(target, taus, x, Dx, tan)`, a generator that
-    yields (tau_hi, tau_lo, x, Dx) after each step.
+    """Base class: subclasses implement `_steps(target, taus, x, Dx, tan, out)`, a generator that
+    yields (tau_hi, tau_lo, x, Dx) after each step; it may write its final state into `out`
+    (an (n, d) slice of the run's output) rather than a new array, which saves a copy.
 
-    Samples are independent, so a batch larger than `chunk_rows` is run as chunks advanced in
-    lockstep, one step at a time: each chunk's arrays stay in the cache while the step's score
-    evaluations and node updates pass over them, instead of streaming n d floats through memory
-    for every operation. Checks still run after every step, in step order. Samplers whose steps
-    couple the samples (one adaptive step size, one random stream) set `chunked = False`.
+    Samples are independent, so a batch larger than `chunk_rows` is run one chunk at a time,
+    each through all the steps: a chunk's arrays (the state, the score values, the nodes) then
+    stay in the L3 cache from one evaluation to the next, instead of streaming n d floats through
+    memory for every operation. Checks run after every step; when several chunks fail, the
+    error is the one at the earliest step (and, within it, the first sample), as for one batch.
+    Samplers whose steps couple the samples (one adaptive step size, one random stream) set
+    `chunked = False`.
     """
 
     deterministic = True
     multistep = False
     chunked = True
-    CHUNK_FLOATS = 2 ** 18      # 2 MiB per (rows, d) array: a step's few arrays fit the L3 cache
+    CHUNK_FLOATS = 2 ** 18      # 2 MiB per (rows, d) array: a chunk's K + 4 arrays fit the L3 cache
 
     @classmethod
     def chunk_rows(cls, d, jacobian="none"):
@@ -170,28 +174,47 @@ class Sampler:
         x = np.ascontiguousarray(x)
         n, d = x.shape
         rows = self.chunk_rows(d, jacobian) if self.chunked else n
-        starts = range(0, n, rows)
-        tans = [_Tangent(jacobian, target, x[a:a + rows]) for a in starts]
-        steps = [self._steps(target, taus, x[a:a + rows], tan.identity(), tan) for a, tan in zip(starts, tans)]
-        xs, logdets = [None] * len(tans), [None] * len(tans)
+        x_out = np.empty((n, d))
+        logdet = None if jacobian == "none" else np.empty(n)
+        first = None                    # (step, error) of the earliest failure found so far
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for i, step in enumerate(zip(*steps)):
-                for c, (a, tan, (tau_hi, tau_lo, xc, D)) in enumerate(zip(starts, tans, step)):
-                    if not np.all(np.isfinite(xc)) or not tan.finite(D):
-                        raise NumericalError(i, tau_hi, tau_lo, "non-finite values in the state")
-                    # A one-step method folds as soon as one step's map does. A multistep
-                    # method's state is (x, history): only the final map x_in -> x_out must be
-                    # invertible.
-                    if jacobian != "none" and (not self.multistep or tau_lo == taus[-1]):
-                        sign, logdets[c] = tan.slogdet(D)
-                        bad = (sign <= 0) | ~np.isfinite(logdets[c])
-                        if np.any(bad):
-                            raise NumericalError(i, tau_hi, tau_lo,
-                                                 f"the map folded (det <= 0) at sample {a + int(np.argmax(bad))}")
-                    xs[c] = xc
-        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-        logdet = None if logdets[0] is None else logdets[0] if len(logdets) == 1 else np.concatenate(logdets)
-        return Output(x, tans[0].nfe, logdet)
+            for a in range(0, n, rows):
+                tan = _Tangent(jacobian, target, x[a:a + rows])
+                out = x_out[a:a + rows]
+                steps = self._steps(target, taus, x[a:a + rows], tan.identity(), tan, out)
+                # after a failure, a later chunk matters only if it fails at an earlier step
+                for i, (tau_hi, tau_lo, xc, D) in enumerate(itertools.islice(steps, first and first[0])):
+                    error, ld = self._check(tan, a, i, tau_hi, tau_lo, xc, D, taus)
+                    if error is not None:
+                        first = (i, error)
+                        break
+                else:
+                    if first is None:
+                        if xc is not out:
+                            if rows >= n:
+                                x_out = xc          # one chunk: its own array is the output
+                            else:
+                                out[...] = xc
+                        if ld is not None:
+                            logdet[a:a + rows] = ld
+                        nfe = tan.nfe
+        if first is not None:
+            raise first[1]
+        return Output(x_out, nfe, logdet)
+
+    def _check(self, tan, a, i, tau_hi, tau_lo, xc, D, taus):
+        """(error or None, logdet or None) after step i of the chunk starting at sample a."""
+        if not np.all(np.isfinite(xc)) or not tan.finite(D):
+            return NumericalError(i, tau_hi, tau_lo, "non-finite values in the state"), None
+        # A one-step method folds as soon as one step's map does. A multistep method's state is
+        # (x, history): only the final map x_in -> x_out must be invertible.
+        if tan.mode == "none" or (self.multistep and tau_lo != taus[-1]):
+            return None, None
+        sign, ld = tan.slogdet(D)
+        bad = (sign <= 0) | ~np.isfinite(ld)
+        if np.any(bad):
+            return NumericalError(i, tau_hi, tau_lo, f"the map folded (det <= 0) at sample {a + int(np.argmax(bad))}"), None
+        return None, ld
 
     def __repr__(self):
         return type(self).__name__ + "()"
@@ -334,14 +357,14 @@ class Heroism(Sampler):
     def nfe_per_step(self, steps):
         return 1 if self.K == 1 else 1 + self.sweeps(steps) * (self.K - 1)
 
-    def _steps(self, target, taus, x, Dx, tan):
+    def _steps(self, target, taus, x, Dx, tan, out):
         K, N = self.K, self.sweeps(len(taus) - 1)
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
             u, C = _heroism_coefficients(tau_hi, tau_lo, K, self.nodes)
             g0, Dg0 = tan.score(x, tau_hi, Dx)
             g, Dg = [g0] * K, [Dg0] * K
-            y = np.empty((max(K - 1, 1), *x.shape))
-            Dy = [None] * max(K, 2)
+            y = np.empty((K - 1, *x.shape))
+            Dy = [None] * K
 
             def update(j0, j1):
                 # y_j = a_j [x/a_0 + sum_i W_ji g_i], j0 <= j < j1, in one pass over the samples
@@ -349,19 +372,21 @@ class Heroism(Sampler):
                 for j in range(j0, j1):
                     Dy[j] = tan.lin(list(C[j - 1]), [Dx] + Dg)
 
-            if K > 1:
-                for _ in range(N):
-                    if self.sweep == "jacobi":
-                        update(1, K)
-                        evals = [tan.score(y[j - 1], u[j], Dy[j]) for j in range(1, K)]
-                        for j in range(1, K):
-                            g[j], Dg[j] = evals[j - 1]
-                    else:
-                        for j in range(1, K):
-                            update(j, j + 1)
-                            g[j], Dg[j] = tan.score(y[j - 1], u[j], Dy[j])
-            update(max(K - 1, 1), max(K, 2))
-            x, Dx = y[-1], Dy[max(K - 1, 1)]
+            for _ in range(N if K > 1 else 0):
+                if self.sweep == "jacobi":
+                    update(1, K)
+                    evals = [tan.score(y[j - 1], u[j], Dy[j]) for j in range(1, K)]
+                    for j in range(1, K):
+                        g[j], Dg[j] = evals[j - 1]
+                else:
+                    for j in range(1, K):
+                        update(j, j + 1)
+                        g[j], Dg[j] = tan.score(y[j - 1], u[j], Dy[j])
+            # the step's output y_{K-1} from the final g (for K = 1, the one row of C); the
+            # run's last step writes it into `out`
+            x_lo = out if tau_lo == taus[-1] else np.empty_like(x)
+            _lincomb(C[-1:], (x, *g), x_lo[None])
+            x, Dx = x_lo, tan.lin(list(C[-1]), [Dx] + Dg)
             yield tau_hi, tau_lo, x, Dx
 
     def __repr__(self):
@@ -375,7 +400,7 @@ class DDIM(Sampler):
     constant in rho = sqrt(tau/(1 - tau)):  x_lo = a_lo D + sqrt(tau_lo) eps,
     D = (x - sqrt(tau_hi) eps)/a_hi. One score evaluation per step."""
 
-    def _steps(self, target, taus, x, Dx, tan):
+    def _steps(self, target, taus, x, Dx, tan, out):
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
             g, Dg = tan.score(x, tau_hi, Dx)
             a_hi, a_lo = _a(tau_hi), _a(tau_lo)
@@ -417,7 +442,7 @@ class DPMSolverPP(Sampler):
         a = _a(tau)
         return (x + tau * g) / a, tan.lin([1.0 / a, tau / a], [Dx, Dg])
 
-    def _steps(self, target, taus, x, Dx, tan):
+    def _steps(self, target, taus, x, Dx, tan, out):
         lam = 0.5 * (np.log1p(-taus) - np.log(taus))
         hist = []                                   # (D, dD) at previous points, newest first
         for i, (tau_hi, tau_lo) in enumerate(zip(taus[:-1], taus[1:])):
@@ -483,7 +508,7 @@ class _EDMRungeKutta(Sampler):
     b: list
     c: list
 
-    def _steps(self, target, taus, x, Dx, tan):
+    def _steps(self, target, taus, x, Dx, tan, out):
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
             r_hi, r_lo = _rho(tau_hi), _rho(tau_lo)
             dr = r_lo - r_hi
@@ -536,7 +561,7 @@ class DDPM(Sampler):
     def __init__(self, seed=0):
         self.seed = checks.integer(seed, "seed", minimum=0)
 
-    def _steps(self, target, taus, x, Dx, tan):
+    def _steps(self, target, taus, x, Dx, tan, out):
         rng = np.random.default_rng(self.seed)
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
             g, _ = tan.score(x, tau_hi, None)
@@ -570,7 +595,7 @@ class Reference(Sampler):
         if self.rtol < 100 * np.finfo(float).eps:
             raise ValueError(f"rtol must be >= {100 * np.finfo(float).eps:.3g} (DOP853's floor), got {rtol!r}")
 
-    def _steps(self, target, taus, x, Dx, tan):
+    def _steps(self, target, taus, x, Dx, tan, out):
         n, d = x.shape
         want = tan.mode != "none"
 
