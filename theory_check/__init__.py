@@ -22,14 +22,12 @@ def _keep_freed_memory():
     32 MiB (glibc's maximum threshold) now come from the heap, and up to 1 GiB of free heap is kept.
     Other platforms keep their allocator's behaviour."""
     import ctypes
-    import ctypes.util
     import sys
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):      # not glibc (e.g. musl): nothing to tune
+        mallopt = ctypes.CDLL(None).mallopt     # the C library the interpreter runs on
+    except (OSError, AttributeError):           # no mallopt (not glibc): nothing to tune
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     mallopt(M_MMAP_THRESHOLD, 32 << 20)
