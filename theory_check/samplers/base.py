@@ -1,0 +1,391 @@
+"""The sampler contract: `Sampler` (the public base class), `Tangent` (derivatives carried through
+every operation of a step) and `NumericalError`.
+
+A sampler maps samples at taus[0] to samples at taus[-1] of the probability-flow ODE
+dx/dtau = -(x + s(x, tau)) / (2 (1 - tau)) (SPEC section 2). `Sampler.run` validates the input,
+splits a large batch into cache-sized chunks, drives the subclass's `integrate` generator, and
+checks the state after every step. A subclass implements two things:
+
+* `integrate(target, taus, x, Dx, tangent, out)`: a generator that takes the steps and yields
+  `(tau_hi, tau_lo, x, Dx)` after each. Every score evaluation goes through `tangent.score`
+  (or `tangent.data` / `tangent.noise`), every linear combination of states through
+  `tangent.lin` / `tangent.combine`: that is all it takes for the exact NFE count and the exact
+  log-determinant of the discrete map in every Jacobian mode.
+* `nfe(steps)`: the number of score evaluations of a run of `steps` steps.
+
+Derivative modes (SPEC 5.3): "full" carries d x / d x_in as (n, d, d) arrays; "structured" as
+pairs (alpha, B) meaning alpha I + Q B Q^T with Q (n, d, m) an orthonormal basis of
+span{U, x_in} per sample (targets with an `active_basis` U).
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import checks, schedules
+
+__all__ = ["JACOBIAN_MODES", "NumericalError", "Output", "KnownLogdet", "Tangent", "Sampler", "a_of", "rho_of",
+           "tau_of_rho", "lambda_of", "tau_of_lambda"]
+
+JACOBIAN_MODES = ("none", "full", "structured")
+
+
+class NumericalError(FloatingPointError):
+    """A sampler produced non-finite values or a folded (non-invertible) map.
+
+    Attributes `step`, `tau_hi`, `tau_lo` locate the step where it happened.
+    """
+
+    def __init__(self, step, tau_hi, tau_lo, what):
+        self.step, self.tau_hi, self.tau_lo = step, tau_hi, tau_lo
+        super().__init__(f"step {step} (tau {tau_hi:.6g} -> {tau_lo:.6g}): {what}")
+
+
+@dataclass
+class KnownLogdet:
+    """A derivative known only through its log-determinant (Liouville's formula, in `Reference`)."""
+    logdet: np.ndarray
+
+
+@dataclass
+class Output:
+    """What `Sampler.run` returns: the samples at taus[-1], the number of score evaluations of the
+    batch, and log|det d x_out / d x_in| per sample (None when jacobian="none")."""
+    x: np.ndarray
+    nfe: int
+    logdet: np.ndarray | None = None
+
+
+# -- noise-level conversions (SPEC 2) ----------------------------------------------------------
+
+def a_of(tau):
+    """a(tau) = sqrt(1 - tau), the signal scale."""
+    return math.sqrt(1.0 - tau)
+
+
+def rho_of(tau):
+    """rho = sqrt(tau / (1 - tau)): the VE noise level sigma of k-diffusion and EDM."""
+    return math.sqrt(tau / (1.0 - tau))
+
+
+def tau_of_rho(rho):
+    return rho * rho / (1.0 + rho * rho)
+
+
+def lambda_of(tau):
+    """Half log-SNR lambda = log(a / sqrt(tau)) (DPM-Solver's lambda)."""
+    return 0.5 * (math.log1p(-tau) - math.log(tau))
+
+
+def tau_of_lambda(lam):
+    return 1.0 / (1.0 + math.exp(2.0 * lam))
+
+
+# -- derivative bookkeeping ----------------------------------------------------------------------
+
+def _span_basis(U, x):
+    """Per-sample orthonormal basis Q (n, d, m) of span{U, x}, m = min(m0 + 1, d).
+
+    When x lies in span U (to rounding), any unit vector orthogonal to U completes the basis:
+    the structure c I + Q G Q^T is then still exact.
+    """
+    n, d = x.shape
+    m0 = U.shape[1]
+    if m0 == d:
+        return np.broadcast_to(U, (n, d, d)).copy()
+    v = x - (x @ U) @ U.T
+    nv = np.linalg.norm(v, axis=1)
+    small = nv <= 1e-10 * np.maximum(np.linalg.norm(x, axis=1), 1.0)
+    j = np.argmin(np.sum(U * U, axis=1))          # the axis farthest from span U
+    e = np.zeros(d)
+    e[j] = 1.0
+    v[small] = e - U @ (U.T @ e)
+    for _ in range(2):                              # re-orthogonalise: v may be tiny
+        v -= (v @ U) @ U.T
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return np.concatenate([np.broadcast_to(U, (n, d, m0)), v[:, :, None]], axis=2)
+
+
+class Tangent:
+    """Score evaluations with their derivatives with respect to x_in, and the NFE count.
+
+    One `Tangent` serves one chunk of one run. A derivative `D` is None (mode "none"), an
+    (n, d, d) array ("full") or a pair (alpha (n,), B (n, m, m)) ("structured"); samplers never
+    look inside it, they only pass it to the methods below.
+
+    Parameters
+    ----------
+    mode : {"none", "full", "structured"}
+    target : targets.Target
+    x_in : ndarray (n, d)
+        The chunk's initial samples (the structured basis is built from them).
+
+    Examples
+    --------
+    One DDIM step written with a tangent (what `DDIM.integrate` does):
+
+    >>> import numpy as np
+    >>> from theory_check import targets
+    >>> t = targets.make("gmm-iso", 2, 0)
+    >>> x = np.zeros((3, 2)); tan = Tangent("full", t, x)
+    >>> eps, Deps = tan.noise(x, 0.5, tan.identity())
+    >>> x1, D1 = tan.combine([np.sqrt(0.6 / 0.5), np.sqrt(0.4) - np.sqrt(0.6)], [(x, tan.identity()), (eps, Deps)])
+    >>> tan.nfe, D1.shape
+    (1, (3, 2, 2))
+    """
+
+    def __init__(self, mode, target, x_in):
+        if mode not in JACOBIAN_MODES:
+            raise ValueError(f"jacobian must be one of {JACOBIAN_MODES}, got {mode!r}")
+        if mode == "structured" and target.active_basis is None:
+            raise ValueError(f"jacobian='structured' needs a target with an active_basis; "
+                             f"{type(target).__name__} has none (use 'full')")
+        self.mode, self.target, self.nfe = mode, target, 0
+        self.n, self.d = x_in.shape
+        if mode == "structured":
+            self.Q = _span_basis(target.active_basis, x_in)
+            self.m = self.Q.shape[2]
+
+    def identity(self):
+        """The derivative of x_in with respect to itself."""
+        if self.mode == "full":
+            return np.broadcast_to(np.eye(self.d), (self.n, self.d, self.d)).copy()
+        if self.mode == "structured":
+            return np.ones(self.n), np.zeros((self.n, self.m, self.m))
+        return None
+
+    def lin(self, coefs, Ds):
+        """The derivative of sum_i coefs[i] * v_i given the derivatives Ds[i] of v_i (scalar coefs)."""
+        if self.mode == "none":
+            return None
+        if self.mode == "full":
+            out = coefs[0] * Ds[0]
+            for c, D in zip(coefs[1:], Ds[1:]):
+                out = out + c * D
+            return out
+        alpha = sum(c * D[0] for c, D in zip(coefs, Ds))
+        B = coefs[0] * Ds[0][1]
+        for c, D in zip(coefs[1:], Ds[1:]):
+            B = B + c * D[1]
+        return alpha, B
+
+    def combine(self, coefs, terms):
+        """(sum_i coefs[i] v_i, its derivative) for terms [(v_i, D_i), ...]."""
+        coefs = [float(c) for c in coefs]
+        value = coefs[0] * terms[0][0]
+        for c, (v, _) in zip(coefs[1:], terms[1:]):
+            value = value + c * v
+        return value, self.lin(coefs, [D for _, D in terms])
+
+    def score(self, y, tau, Dy):
+        """(g, Dg): g = s(y, tau) and its derivative with respect to x_in (chain rule through Dy).
+        One score evaluation of the batch (counted in `nfe`)."""
+        self.nfe += 1
+        if self.mode == "none":
+            return self.target._eval(y, tau, False)[1], None
+        if self.mode == "full":
+            _, g, J = self.target._eval(y, tau, True)
+            return g, np.matmul(J, Dy)
+        g, c, G = self.target._structured(y, tau, self.Q)
+        alpha, B = Dy
+        return g, (c * alpha, c[:, None, None] * B + alpha[:, None, None] * G + np.matmul(G, B))
+
+    def data(self, y, tau, Dy):
+        """The Tweedie denoiser D = (y + tau s(y, tau)) / a(tau) and its derivative (one evaluation)."""
+        g, Dg = self.score(y, tau, Dy)
+        a = a_of(tau)
+        return (y + tau * g) / a, self.lin([1.0 / a, tau / a], [Dy, Dg])
+
+    def noise(self, y, tau, Dy):
+        """The noise prediction eps = -sqrt(tau) s(y, tau) and its derivative (one evaluation)."""
+        g, Dg = self.score(y, tau, Dy)
+        c = -math.sqrt(tau)
+        return c * g, self.lin([c], [Dg])
+
+    def slogdet(self, D):
+        if isinstance(D, KnownLogdet):
+            return np.ones_like(D.logdet), D.logdet
+        if self.mode == "full":
+            return np.linalg.slogdet(D)
+        alpha, B = D
+        sign, ld = np.linalg.slogdet(alpha[:, None, None] * np.eye(self.m) + B)
+        k = self.d - self.m
+        return sign * np.sign(alpha) ** k, ld + k * np.log(np.abs(alpha))
+
+    def finite(self, D):
+        if self.mode == "none" or isinstance(D, KnownLogdet):
+            return True
+        if self.mode == "full":
+            return bool(np.all(np.isfinite(D)))
+        return bool(np.all(np.isfinite(D[0])) and np.all(np.isfinite(D[1])))
+
+
+class Sampler:
+    """Base class of every sampler: subclass it to bring your own.
+
+    Subclasses implement `integrate` and `nfe`, and may set the class attributes below.
+    `run`, chunking, validation and the checks after every step come from this class.
+
+    Attributes
+    ----------
+    deterministic : bool
+        False for stochastic samplers (no log-determinant; `run` refuses a Jacobian mode).
+    multistep : bool
+        True when the state carries a history: only the final map must be invertible, so the
+        fold check (det > 0) runs on the final map only.
+    chunked : bool
+        Samples are independent, so a batch larger than `chunk_rows` runs one chunk at a time,
+        each through all the steps (its arrays stay in the L3 cache). Samplers whose steps couple
+        the samples (one adaptive step size, one random stream) set False.
+
+    Examples
+    --------
+    Euler in rho on the EDM form, written against this contract (this equals `DDIM`):
+
+    >>> import math
+    >>> from theory_check import targets, schedules
+    >>> class MyEuler(Sampler):
+    ...     def nfe(self, steps):
+    ...         return steps
+    ...     def integrate(self, target, taus, x, Dx, tangent, out):
+    ...         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
+    ...             eps, De = tangent.noise(x, tau_hi, Dx)
+    ...             a_hi, a_lo = math.sqrt(1 - tau_hi), math.sqrt(1 - tau_lo)
+    ...             dr = math.sqrt(tau_lo / (1 - tau_lo)) - math.sqrt(tau_hi / (1 - tau_hi))
+    ...             x, Dx = tangent.combine([a_lo / a_hi, a_lo * dr], [(x, Dx), (eps, De)])
+    ...             yield tau_hi, tau_lo, x, Dx
+    >>> t = targets.make("gmm-iso", 2, 0)
+    >>> x = t.sample(4, 0.999, np.random.default_rng(0))
+    >>> out = MyEuler().run(t, schedules.log_snr(10), x, jacobian="full")
+    >>> out.nfe, out.logdet.shape
+    (10, (4,))
+    """
+
+    deterministic = True
+    multistep = False
+    chunked = True
+    CHUNK_FLOATS = 2 ** 18      # 2 MiB per (rows, d) array: a chunk's K + 4 arrays fit the L3 cache
+
+    # -- extension points ------------------------------------------------------------------------
+    def integrate(self, target, taus, x, Dx, tangent, out):
+        """Take the steps of `taus`; yield (tau_hi, tau_lo, x, Dx) after each.
+
+        Parameters
+        ----------
+        target : targets.Target
+        taus : ndarray (steps + 1,)
+            Strictly decreasing noise levels in (0, 1), validated.
+        x : ndarray (rows, d)
+            The chunk's samples at taus[0] (read-only: do not modify in place).
+        Dx : derivative
+            Derivative of x with respect to x_in (`tangent.identity()`), opaque.
+        tangent : Tangent
+            Evaluate the score only through it; combine states through `tangent.combine`.
+        out : ndarray (rows, d)
+            The chunk's slice of the run's output. The last step may write its state into it
+            (and yield `out`), which saves a copy; yielding a new array is fine too.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement integrate()")
+
+    def nfe(self, steps):
+        """Score evaluations (of the batch) of a run of `steps` steps."""
+        raise NotImplementedError(f"{type(self).__name__} must implement nfe(steps)")
+
+    def nfe_per_step(self, steps):
+        """nfe(steps) / steps: evaluations per step, averaged over a run of `steps` steps."""
+        steps = checks.integer(steps, "steps", minimum=1)
+        return self.nfe(steps) / steps
+
+    def steps_for_budget(self, budget):
+        """The largest number of steps whose run costs at most `budget` evaluations (at least 1)."""
+        budget = checks.integer(budget, "nfe_budget", minimum=1)
+        steps = max(1, int(budget // max(self.nfe_per_step(max(1, budget // 4)), 1e-12)))
+        while steps > 1 and self.nfe(steps) > budget:
+            steps -= 1
+        while self.nfe(steps + 1) <= budget:
+            steps += 1
+        return steps
+
+    # -- the driver ---------------------------------------------------------------------------------
+    @classmethod
+    def chunk_rows(cls, d, jacobian="none"):
+        """Rows per chunk: CHUNK_FLOATS floats of state (with its d x d derivative in 'full' mode)."""
+        per_row = d * (d + 1) if jacobian == "full" else d
+        return max(16, cls.CHUNK_FLOATS // per_row)
+
+    def run(self, target, taus, x, jacobian="none"):
+        """Map samples x at taus[0] to samples at taus[-1].
+
+        Parameters
+        ----------
+        target : targets.Target
+        taus : array_like (steps + 1,)
+            Strictly decreasing, in (0, 1).
+        x : array_like (n, d)
+        jacobian : {"none", "full", "structured"}
+            "full" or "structured" also returns log|det d x_out / d x_in| per sample.
+
+        Returns
+        -------
+        Output
+            x (n, d), nfe, logdet (n,) or None.
+
+        Raises
+        ------
+        NumericalError
+            Non-finite values, or a map that folded (det <= 0), with the step and tau.
+        """
+        taus = schedules.validate(taus)
+        x = checks.batch(x, target.dim)
+        if not self.deterministic and jacobian != "none":
+            raise ValueError(f"jacobian must be 'none' for the stochastic sampler {self!r}")
+        x = np.ascontiguousarray(x)
+        n, d = x.shape
+        rows = self.chunk_rows(d, jacobian) if self.chunked else n
+        x_out = np.empty((n, d))
+        logdet = None if jacobian == "none" else np.empty(n)
+        first = None                    # (step, error) of the earliest failure found so far
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for a in range(0, n, rows):
+                tan = Tangent(jacobian, target, x[a:a + rows])
+                out = x_out[a:a + rows]
+                steps = self.integrate(target, taus, x[a:a + rows], tan.identity(), tan, out)
+                # after a failure, a later chunk matters only if it fails at an earlier step
+                for i, (tau_hi, tau_lo, xc, D) in enumerate(itertools.islice(steps, first and first[0])):
+                    error, ld = self._check(tan, a, i, tau_hi, tau_lo, xc, D, taus)
+                    if error is not None:
+                        first = (i, error)
+                        break
+                else:
+                    if first is None:
+                        if xc is not out:
+                            if rows >= n:
+                                x_out = xc          # one chunk: its own array is the output
+                            else:
+                                out[...] = xc
+                        if ld is not None:
+                            logdet[a:a + rows] = ld
+                        nfe = tan.nfe
+        if first is not None:
+            raise first[1]
+        return Output(x_out, nfe, logdet)
+
+    def _check(self, tan, a, i, tau_hi, tau_lo, xc, D, taus):
+        """(error or None, logdet or None) after step i of the chunk starting at sample a."""
+        if not np.all(np.isfinite(xc)) or not tan.finite(D):
+            return NumericalError(i, tau_hi, tau_lo, "non-finite values in the state"), None
+        # A one-step method folds as soon as one step's map does. A multistep method's state is
+        # (x, history): only the final map x_in -> x_out must be invertible.
+        if tan.mode == "none" or (self.multistep and tau_lo != taus[-1]):
+            return None, None
+        sign, ld = tan.slogdet(D)
+        bad = (sign <= 0) | ~np.isfinite(ld)
+        if np.any(bad):
+            return NumericalError(i, tau_hi, tau_lo, f"the map folded (det <= 0) at sample {a + int(np.argmax(bad))}"), None
+        return None, ld
+
+    def __repr__(self):
+        params = getattr(self, "__dict__", {})
+        return type(self).__name__ + "(" + ", ".join(f"{k}={v!r}" for k, v in params.items() if not k.startswith("_")) + ")"
