@@ -100,7 +100,7 @@ BATTERY = [
     (lambda: runs.normalise(dict(metrics=["tv", "fid"])), "metrics"),
     (lambda: runs.normalise(dict(schedule="cosine")), "schedule"),
     (lambda: runs.normalise(dict(mode="minimal", eps=2.0)), "eps"),
-    (lambda: runs.normalise(dict(sampler="euler")), "sampler"),
+    (lambda: runs.normalise(dict(sampler="euler_a")), "sampler"),
     (lambda: sweep.run_study("/nonexistent/study.toml", "/tmp/x"), "study file"),
 ]
 
@@ -113,7 +113,7 @@ def test_bad_input_raises_value_error_naming_the_parameter(call, name):
 
 
 CLI_BATTERY = [
-    ["sample", "--dim", "0"], ["sample", "--dim", "x"], ["sample", "--target", "nope"], ["sample", "--sampler", "euler"],
+    ["sample", "--dim", "0"], ["sample", "--dim", "x"], ["sample", "--target", "nope"], ["sample", "--sampler", "euler_a"],
     ["sample", "--K", "0"], ["sample", "--K", "99"], ["sample", "--N", "-2"], ["sample", "--steps", "-1"],
     ["sample", "--metrics", "tv,fid"], ["sample", "--target", "circle", "--dim", "1"], ["sample", "--n", "0"],
     ["run", "/nonexistent.toml"], ["fit", "/nonexistent-dir"], ["plot", "/nonexistent-dir"], ["bogus"],

@@ -123,7 +123,7 @@ def test_quick_overrides_and_max_dim(tmp_path):
     ("[study]\nname='x y'\n[[grid]]\nK=1\n", "identifier"),
     ("[study]\nname='x'\n[[grid]]\nbogus=1\n", "bogus"),
     ("[study]\nname='x'\n[[grid]]\ntarget='nope'\n", "name must be one of"),
-    ("[study]\nname='x'\n[[grid]]\nsampler='euler'\n", "sampler"),
+    ("[study]\nname='x'\n[[grid]]\nsampler='euler_a'\n", "sampler"),
     ("[study]\nname='x'\n[extra]\n[[grid]]\n", "unknown section"),
     ("[study]\nname='x'\n[[grid]]\nmode='minimal'\n", "eps"),
 ])

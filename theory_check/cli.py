@@ -44,19 +44,26 @@ def _cmd_check(a):
 
 def _cmd_sample(a):
     mets = [m.strip() for m in a.metrics.split(",") if m.strip()]
-    spec = dict(target=a.target, dim=a.dim, sampler=a.sampler, K=a.K, N=a.N, nodes=a.nodes, sweep=a.sweep,
-                steps=a.steps, n=a.n, seed=a.seed, init=a.init, schedule=a.schedule, metrics=mets,
-                w2_method=a.w2_method, score_eps=a.score_eps)
-    if a.sampler != "heroism":
+    spec = dict(target=a.target, dim=a.dim, sampler=a.sampler, sampler_args=dict(a.sampler_arg or []), K=a.K, N=a.N,
+                nodes=a.nodes, sweep=a.sweep, steps=a.steps, n=a.n, seed=a.seed, init=a.init, schedule=a.schedule,
+                metrics=mets, w2_method=a.w2_method, score_eps=a.score_eps)
+    if samplers.canonical(a.sampler) != "heroism":
         spec.update(K=None, N=None, nodes=None, sweep=None)
     row = runs.evaluate(runs.normalise({k: v for k, v in spec.items() if v is not None}))
-    cols = [("target", "{}"), ("dim", "{}"), ("sampler", "{}"), ("K", "{}"), ("N", "{}"), ("steps", "{}"),
-            ("nfe", "{}"), ("tv", "{:.3e}"), ("tv_se", "{:.1e}"), ("kl", "{:.3e}"), ("kl_se", "{:.1e}"),
-            ("coupling_rmse", "{:.3e}"), ("w2", "{:.4f}"), ("w2_floor", "{:.4f}"), ("wall_time", "{:.2f}"),
-            ("status", "{}")]
-    cols = [(c, f) for c, f in cols if c in row and row[c] is not None]
-    print("  ".join(f"{c:>12}" for c, _ in cols))
-    print("  ".join(f"{f.format(row[c]):>12}" for c, f in cols))
+    if a.format == "json":
+        import json
+        print(json.dumps({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}, default=str))
+    elif a.format == "csv":
+        import pandas as pd
+        print(pd.DataFrame([row]).to_csv(index=False), end="")
+    else:
+        cols = [("target", "{}"), ("dim", "{}"), ("sampler", "{}"), ("K", "{}"), ("N", "{}"), ("steps", "{}"),
+                ("nfe", "{}"), ("tv", "{:.3e}"), ("tv_se", "{:.1e}"), ("kl", "{:.3e}"), ("kl_se", "{:.1e}"),
+                ("coupling_rmse", "{:.3e}"), ("w2", "{:.4f}"), ("w2_floor", "{:.4f}"), ("wall_time", "{:.2f}"),
+                ("status", "{}")]
+        cols = [(c, f) for c, f in cols if c in row and row[c] is not None]
+        print("  ".join(f"{c:>12}" for c, _ in cols))
+        print("  ".join(f"{f.format(row[c]):>12}" for c, f in cols))
     if row["status"] != "ok":
         print(row["error"], file=sys.stderr)
         return 1
@@ -104,6 +111,23 @@ def _n_arg(v):
     return v if v == "paper" or not v.lstrip("-").isdigit() else int(v)
 
 
+def _k_arg(v):
+    return v if v == "log" else _positive_int("K")(v)
+
+
+def _sampler_arg(v):
+    """key=value, the value read as a TOML value (number, boolean, quoted string) or else a string."""
+    import tomllib
+    key, sep, val = v.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"sampler-arg must read key=value, got {v!r}")
+    try:
+        parsed = tomllib.loads(f"v = {val}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = val
+    return key.strip(), parsed
+
+
 class _Parser(argparse.ArgumentParser):
     """One line on stderr and exit status 2 on bad arguments (no usage block)."""
 
@@ -138,8 +162,12 @@ def parser():
     s = sub.add_parser("sample", help="one run: print its errors, NFE and time as a table row")
     s.add_argument("--target", default="gmm-aniso", choices=targets.NAMES)
     s.add_argument("--dim", type=_positive_int("dim"), default=4)
-    s.add_argument("--sampler", default="heroism", choices=samplers.SAMPLER_NAMES)
-    s.add_argument("--K", type=_positive_int("K"), default=3)
+    s.add_argument("--sampler", default="heroism",
+                   help="a built-in name or alias (" + ", ".join(samplers.SAMPLER_NAMES) + "; euler, dpmpp_2m, "
+                   "unipc, ...) or package.module:attr for your own Sampler subclass or function fn(model, x, sigmas)")
+    s.add_argument("--sampler-arg", type=_sampler_arg, action="append", metavar="KEY=VALUE",
+                   help="a parameter of the sampler (repeatable), e.g. --sampler-arg order=2")
+    s.add_argument("--K", type=_k_arg, default=3)
     s.add_argument("--N", type=_n_arg, default="K")
     s.add_argument("--nodes", default="equispaced", choices=["equispaced", "chebyshev"])
     s.add_argument("--sweep", default="jacobi", choices=["jacobi", "gauss-seidel"])
@@ -151,6 +179,7 @@ def parser():
     s.add_argument("--metrics", default="tv,kl")
     s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"])
     s.add_argument("--score-eps", type=float, default=0.0)
+    s.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
 
     b = sub.add_parser("bench", help="benchmarks: ratios measured in one run (from the repository root)")
     b.add_argument("--quick", action="store_true")
@@ -175,6 +204,9 @@ COMMANDS = {"bench": _cmd_bench, "check": _cmd_check, "sample": _cmd_sample, "ru
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    # like `python -m`: a user's module named as "module:attr" is found in the working directory
+    if "" not in sys.path and str(pathlib.Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(pathlib.Path.cwd()))
     try:
         return COMMANDS[args.cmd](args) or 0
     except (ValueError, SweepError) as exc:

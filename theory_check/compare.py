@@ -139,9 +139,13 @@ def check_linear(scheduler, taus, d=3, seed=0, rtol=1e-9):
     for k, t in enumerate(ts):
         mu, mv = 3.0 * rng.standard_normal((2, d)), 3.0 * rng.standard_normal((2, d))
         m = _tensor(np.concatenate([mu, mv, 0.7 * mu - 1.9 * mv]))
-        if ve:
-            s.scale_model_input(x, t)
-        x = _step(s, m, t, x)
+        try:
+            if ve:
+                s.scale_model_input(x, t)
+            x = _step(s, m, t, x)
+        except Exception as exc:        # noqa: BLE001 -- e.g. thresholding written for image batches
+            raise ValueError(f"scheduler: {type(scheduler).__name__}.step failed on a batch of shape (n, d) at stage {k} "
+                             f"({type(exc).__name__}: {exc}); refused") from None
         y = _numpy(x)
         err = np.abs(y[4:] - (0.7 * y[:2] - 1.9 * y[2:4])).max()
         if not np.isfinite(err) or err > rtol * max(1.0, np.abs(y).max()):

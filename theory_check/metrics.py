@@ -40,7 +40,11 @@ def log_ratio(target, result):
     if result.logdet is None:
         raise ValueError("result has no logdet: run sample(..., jacobian='full' or 'structured')")
     logp_out = result.logp_in - result.logdet
-    return target.log_density(result.x_out, result.taus[-1]) - logp_out
+    try:
+        logq = target.log_density(result.x_out, result.taus[-1])
+    except NotImplementedError as exc:
+        raise ValueError(f"tv_kl needs the target's closed-form log density: {exc}") from None
+    return logq - logp_out
 
 
 def tv_kl(target, result):
@@ -89,7 +93,10 @@ def w2_report(target, result, method="exact", seed=0, **kw):
     noise floor: the same distance between two independent exact samples of that size."""
     rng = np.random.default_rng([checks.integer(seed, "seed", minimum=0), 17])
     tau, n = result.taus[-1], len(result.x_out)
-    y1, y2 = target._sample(n, tau, rng), target._sample(n, tau, rng)
+    try:
+        y1, y2 = target._sample(n, tau, rng), target._sample(n, tau, rng)
+    except NotImplementedError as exc:
+        raise ValueError(f"w2 needs exact samples of the target: {exc}") from None
     return w2(result.x_out, y1, method, seed=seed, **kw), w2(y1, y2, method, seed=seed, **kw)
 
 

@@ -155,8 +155,10 @@ def samplers(df, path):
 
 def _sampler_label(r):
     if r["sampler"] != "heroism":
-        return {"ddim": "DDIM", "dpm2m": "DPM-Solver++ 2M", "dpm3m": "DPM-Solver++ 3M", "heun": "Heun",
-                "rk4": "RK4"}.get(r["sampler"], r["sampler"])
+        return {"ddim": "DDIM", "dpm2m": "DPM-Solver++ 2M", "dpm3m": "DPM-Solver++ 3M (released)",
+                "dpm3m-taylor": "DPM-Solver++ 3M (taylor, 2S warm-up)", "dpm2s": "DPM-Solver++ 2S",
+                "unipc": "UniPC bh2 p=3", "unipc-bh1": "UniPC bh1 p=3", "deis": "DEIS-3 (log-rho)",
+                "deis-tab": "DEIS-3 tAB", "ipndm": "iPNDM", "heun": "Heun", "rk4": "RK4"}.get(r["sampler"], r["sampler"])
     sweep = "Jacobi" if r["sweep"] == "jacobi" else "Gauss-Seidel"
     return f"HEROISM K={int(r['K'])} N={int(float(r['N']))} {r['nodes']} {sweep}"
 

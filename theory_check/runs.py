@@ -7,7 +7,9 @@ sampler is recorded in the row (status "failed", the reason) rather than raised.
 Spec keys (defaults in DEFAULTS):
     target, dim, target_seed        the benchmark instance (targets.make)
     score_eps                       > 0 wraps the target in Perturbed(score_eps, seed=target_seed)
-    sampler, K, N, nodes, sweep     the sampler (samplers.make); N may be "K", "K-1", "2K", "paper"
+    sampler, sampler_args           the sampler (samplers.make): a built-in name or alias, or
+                                    "package.module:attr"; sampler_args its parameters (a table)
+    K, N, nodes, sweep              HEROISM's parameters (K may be "log"; N "K", "K-1", "2K", "paper")
     schedule, steps, tau_min, tau_max   log_snr | edm | paper (paper: T = steps + 1 points)
     nfe_budget                      if set, steps = max(1, nfe_budget // NFE per step)
     n, seed, init                   sample size, seed of x_in, "exact" | "gaussian"
@@ -28,7 +30,7 @@ from . import schedules, targets
 from .sampling import sample
 
 DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, score_eps=0.0,
-                sampler="heroism", K=3, N="K", nodes="equispaced", sweep="jacobi",
+                sampler="heroism", sampler_args={}, K=3, N="K", nodes="equispaced", sweep="jacobi",
                 schedule="log_snr", steps=16, tau_min=1e-3, tau_max=1 - 1e-3, nfe_budget=None,
                 n=2000, seed=0, init="exact", metrics=["tv", "kl"], jacobian="auto",
                 mode="fixed", eps=None, max_steps=4096, w2_method="sliced")
@@ -42,6 +44,14 @@ def normalise(spec):
     if unknown:
         raise ValueError(f"unknown run parameter(s): {', '.join(sorted(unknown))}")
     out = {**DEFAULTS, **spec}
+    out["sampler"] = S.canonical(out["sampler"])
+    args = out["sampler_args"]
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise ValueError(f"sampler_args must be a table of named parameters, got {args!r}")
+    bad = [k for k, v in args.items() if not isinstance(v, (bool, int, float, str))]
+    if bad:
+        raise ValueError(f"sampler_args: {bad[0]} must be a number, a boolean or a string, got {args[bad[0]]!r}")
+    out["sampler_args"] = dict(sorted(args.items()))
     if out["sampler"] != "heroism":
         out.update(K=None, N=None, nodes=None, sweep=None)
     else:
@@ -64,8 +74,16 @@ def build(spec):
     target = targets.make(spec["target"], spec["dim"], spec["target_seed"])
     if spec["score_eps"]:
         target = targets.Perturbed(target, spec["score_eps"], seed=spec["target_seed"])
-    sampler = S.make(spec["sampler"], spec["K"], spec["N"], spec["nodes"], spec["sweep"], spec["seed"])
-    return target, sampler
+    return target, make_sampler(spec)
+
+
+def make_sampler(spec):
+    params = {}
+    if spec["sampler"] == "heroism":
+        params = dict(K=spec["K"], N=spec["N"], nodes=spec["nodes"], sweep=spec["sweep"])
+    elif spec["sampler"] == "ddpm":
+        params = dict(seed=spec["seed"])
+    return S.make(spec["sampler"], **{**params, **spec["sampler_args"]})
 
 
 def schedule(spec, steps):
@@ -85,12 +103,6 @@ def jacobian_mode(target, spec):
     return "structured" if U is not None and U.shape[1] + 1 < target.dim else "full"
 
 
-def nfe_per_step(sampler, steps):
-    if isinstance(sampler, S.Heroism):
-        return sampler.nfe_per_step(steps)
-    return {S.Heun: 2, S.RK4: 4}.get(type(sampler), 1)
-
-
 def cost(spec):
     """A rough relative cost of evaluating a spec (score evaluations x samples x per-sample
     work), used only to order runs, longest first. A minimal-mode search is charged as a run at
@@ -100,8 +112,7 @@ def cost(spec):
         nfe = spec["nfe_budget"]
     else:
         steps = max(1, spec["max_steps"] // 4) if spec["mode"] == "minimal" else spec["steps"]
-        sampler = S.make(spec["sampler"], spec["K"], spec["N"], spec["nodes"], spec["sweep"], spec["seed"])
-        nfe = steps * (20 if isinstance(sampler, S.Reference) else nfe_per_step(sampler, steps))
+        nfe = make_sampler(spec).nfe(steps)
     return float(nfe) * spec["n"] * spec["dim"] * (spec["dim"] if spec["jacobian"] == "full" else 1)
 
 
@@ -128,11 +139,12 @@ def evaluate(spec):
     t0 = time.perf_counter()
     target, sampler = build(spec)
     jac = jacobian_mode(target, spec)
-    row = dict(spec, metrics=",".join(spec["metrics"]), jacobian=jac, status="ok", error="")
+    row = dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
+               jacobian=jac, status="ok", error="")
     try:
         if spec["mode"] == "fixed":
             if spec["nfe_budget"]:
-                row["steps"] = max(1, spec["nfe_budget"] // nfe_per_step(sampler, spec["steps"]))
+                row["steps"] = sampler.steps_for_budget(spec["nfe_budget"])
             row.update(_one(spec, target, sampler, row["steps"], jac))
         else:
             row.update(_minimal(spec, target, sampler, jac))

@@ -62,11 +62,17 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     seed = checks.integer(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
-    x_in, logp_in = initial(target, taus[0], n, init, rng)
+    try:
+        x_in, logp_in = initial(target, taus[0], n, init, rng)
+    except NotImplementedError as exc:
+        raise ValueError(f"init={init!r}: {exc}") from None
     if isinstance(target, Perturbed):
         target.records.clear()
     t0 = time.perf_counter()
-    out = sampler.run(target, taus, x_in, jacobian=jacobian)
+    try:
+        out = sampler.run(target, taus, x_in, jacobian=jacobian)
+    except NotImplementedError as exc:
+        raise ValueError(f"jacobian={jacobian!r}: {exc}") from None
     wall = time.perf_counter() - t0
     err = target.score_error() if isinstance(target, Perturbed) else None
     return Result(x_in, logp_in, out.x, out.logdet, out.nfe, taus, init, seed, repr(sampler), wall, err)

@@ -57,13 +57,32 @@ class SweepError(RuntimeError):
 NUMERIC_MODULES = ("checks", "kernels", "metrics", "runs", "samplers", "sampling", "schedules", "targets")
 
 
+def _module_files(name):
+    p = PACKAGE_DIR / name
+    return sorted(p.glob("*.py")) if p.is_dir() else [PACKAGE_DIR / f"{name}.py"]
+
+
 def source_hash():
-    """SHA-256 of the numerical modules' source."""
+    """SHA-256 of the numerical modules' source (a subpackage: all its files)."""
     h = hashlib.sha256()
-    for p in [PACKAGE_DIR / f"{m}.py" for m in NUMERIC_MODULES]:
-        h.update(p.name.encode())
+    for p in [f for m in NUMERIC_MODULES for f in _module_files(m)]:
+        h.update(str(p.relative_to(PACKAGE_DIR)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def user_source_hash(spec):
+    """For a user's sampler "package.module:attr", a hash of that module's source, so that an
+    edited module never reuses the rows of the old one ("" for built-in samplers)."""
+    name = spec.get("sampler") or ""
+    if ":" not in name:
+        return ""
+    import importlib.util
+    try:
+        origin = importlib.util.find_spec(name.partition(":")[0]).origin
+        return hashlib.sha256(pathlib.Path(origin).read_bytes()).hexdigest()[:16]
+    except (ImportError, AttributeError, TypeError, ValueError, OSError):
+        return ""
 
 
 def git_commit():
@@ -116,7 +135,7 @@ def load_study(path, quick=False):
 
 
 def run_key(spec, src=None):
-    blob = json.dumps(spec, sort_keys=True, default=str) + (src or source_hash())
+    blob = json.dumps(spec, sort_keys=True, default=str) + (src or source_hash()) + user_source_hash(spec)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
