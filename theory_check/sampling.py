@@ -47,10 +47,10 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
     Examples
     --------
     >>> from theory_check import targets, schedules, samplers, sample
-    >>> r = sample(targets.make("gmm-iso", 2, 0), samplers.Heroism(3, 3), schedules.log_snr(8),
+    >>> r = sample(targets.make("gmm-iso", 2, 0), samplers.Heroism(3, 3), schedules.log_snr(20),
     ...            n=100, seed=1, jacobian="full")
     >>> r.x_out.shape, r.nfe
-    ((100, 2), 56)
+    ((100, 2), 140)
     """
     if not isinstance(target, Target):
         raise ValueError(f"target must be a Target, got {type(target).__name__}")
