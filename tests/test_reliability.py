@@ -220,7 +220,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path):
     p.write_text(STUDY)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(ValueError, match="out: cannot write"):
+    with pytest.raises(sweep.SweepError, match="out: cannot write"):
         sweep.run_study(p, blocker / "out", jobs=1, progress=False)
 
 

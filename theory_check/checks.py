@@ -10,6 +10,8 @@ def array(value, name, ndim=None, shape=None, finite=True):
 
     `shape` may contain None for a free axis.
     """
+    if np.iscomplexobj(value):
+        raise ValueError(f"{name} must be real, got complex values")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -25,13 +27,20 @@ def array(value, name, ndim=None, shape=None, finite=True):
     return arr
 
 
+# Squared distances, and the score Jacobian's outer products, must stay finite in float64.
+MAX_ABS = 1e100
+TAU_MIN = 1e-12
+
+
 def batch(x, dim, name="x"):
-    """A batch of points: float64 array of shape (n, dim), n >= 1, finite."""
+    """A batch of points: float64 array of shape (n, dim), n >= 1, finite, |entries| <= MAX_ABS."""
     arr = array(x, name, ndim=2)
     if arr.shape[1] != dim:
         raise ValueError(f"{name} must have shape (n, {dim}), got {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (n = 0)")
+    if arr.size and np.abs(arr).max() > MAX_ABS:
+        raise ValueError(f"{name} has entries beyond {MAX_ABS:g} in magnitude, where squared distances overflow float64")
     return arr
 
 
@@ -45,6 +54,9 @@ def tau(value, name="tau"):
     t = float(value)
     if not (0.0 < t < 1.0):
         raise ValueError(f"{name} must lie in the open interval (0, 1), got {t!r}")
+    if t < TAU_MIN:
+        raise ValueError(f"{name} must be >= {TAU_MIN:g}: below it the score's scale 1/tau and its Jacobian's "
+                         f"1/tau^2 leave float64's range; got {t!r}")
     return t
 
 
@@ -105,8 +117,9 @@ def psd_eigh(cov, name):
     lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
     if lam.min() < -1e-10 * scale:
         raise ValueError(f"{name} must be positive semi-definite (min eigenvalue {lam.min():.3g})")
-    # Eigenvalues within rounding of zero are zero: a singular covariance is allowed.
-    lam = np.where(lam < 1e-13 * scale, 0.0, lam)
+    # Negative eigenvalues within rounding of zero are zero (a singular covariance is allowed);
+    # positive ones are kept as given, however small: the target stays the one given.
+    lam = np.where(lam < 0.0, 0.0, lam)
     return lam, V
 
 

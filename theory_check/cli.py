@@ -202,16 +202,38 @@ COMMANDS = {"bench": _cmd_bench, "check": _cmd_check, "sample": _cmd_sample, "ru
             "fit": _cmd_fit, "plot": _cmd_plot}
 
 
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that a sweep stops as cleanly as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     # like `python -m`: a user's module named as "module:attr" is found in the working directory
     if "" not in sys.path and str(pathlib.Path.cwd()) not in sys.path:
         sys.path.insert(0, str(pathlib.Path.cwd()))
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.cmd](args) or 0
     except (ValueError, SweepError) as exc:
         print(f"theory-check {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:          # a full disk, a read-only folder, ...: one line, no traceback
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"theory-check {args.cmd}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"theory-check {args.cmd}: interrupted; rerun to resume", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print(f"theory-check {args.cmd}: terminated; rerun to resume", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ FAST = {"reassoc", "contract", "nsz", "arcp"}
 UNDERFLOW = -600.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_inplace(lw):
     """Replace the log-weights lw by their softmax (the responsibilities); return logsumexp(lw)."""
     mx = lw.max()
@@ -68,11 +68,16 @@ def iso_score(x, m, c, logc0, want_jac):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
 def iso_score_into(x, m, c, logc0, logq, s, J):
     """`iso_score` writing into logq (n,), s (n, d) and J (n, d, d) or (0, d, d)."""
     n, d = x.shape
     M = m.shape[0]
+    # shapes are checked: a mismatch would read or write out of bounds (boundscheck is off)
+    if (m.shape[1] != d or c.shape[0] != M or logc0.shape[0] != M or logq.shape[0] != n or s.shape[0] != n
+            or s.shape[1] != d or (J.shape[0] != 0 and (J.shape[0] != n or J.shape[1] != d or J.shape[2] != d))):
+        raise ValueError("iso_score: shapes must be x (n, d), m (M, d), c (M,), logc0 (M,), logq (n,), s (n, d), "
+                         "J (n, d, d) or (0, d, d)")
     M4 = M - M % 4
     half_inv_c = 0.5 / c
     for i in prange(n):
@@ -101,7 +106,7 @@ def iso_score_into(x, m, c, logc0, logq, s, J):
             _iso_jacobian_row(x[i], m, c, r, s[i], J[i])
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def _iso_responsibilities(x, i, m, half_inv_c, logc0, r):
     """r_k = softmax_k(logc0_k - |x_i - m_k|^2 / (2 c_k)) for sample i; returns the logsumexp.
 
@@ -131,7 +136,7 @@ def _iso_responsibilities(x, i, m, half_inv_c, logc0, r):
     return _softmax_inplace(r)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def _iso_jacobian_row(x, m, c, r, s, J):
     """J = -sum_k (r_k/c_k) I + sum_k r_k g_k g_k^T - s s^T for one sample (g_k = -(x - m_k)/c_k).
     Kept out of the kernel's loop body, whose score path LLVM then vectorises better."""
@@ -172,7 +177,7 @@ def iso_score_numpy(x, m, c, logc0, want_jac):
     return logq, s, J
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def full_block_rows(d):
     """Rows per block of `full_score`: the block products (B x d) @ (d x d) stay below OpenBLAS's
     multithreading threshold (m n k <= 4 * 65536), so each runs in its calling Numba thread
@@ -197,11 +202,17 @@ def full_score(x, m, V, inv_c, logc0, P, want_jac):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
 def full_score_into(x, m, V, inv_c, logc0, P, logq, s, J):
     """`full_score` writing into logq (n,), s (n, d) and J (n, d, d) or (0, d, d)."""
     n, d = x.shape
     M = m.shape[0]
+    if (m.shape[1] != d or V.shape[0] != M or V.shape[1] != d or V.shape[2] != d or inv_c.shape[0] != M
+            or inv_c.shape[1] != d or logc0.shape[0] != M or P.shape[0] != M or P.shape[1] != d or P.shape[2] != d
+            or logq.shape[0] != n or s.shape[0] != n or s.shape[1] != d
+            or (J.shape[0] != 0 and (J.shape[0] != n or J.shape[1] != d or J.shape[2] != d))):
+        raise ValueError("full_score: shapes must be x (n, d), m (M, d), V (M, d, d), inv_c (M, d), logc0 (M,), "
+                         "P (M, d, d), logq (n,), s (n, d), J (n, d, d) or (0, d, d)")
     want_jac = J.shape[0] > 0
     B = full_block_rows(d)
     VT = np.empty((M, d, d))
@@ -263,7 +274,7 @@ def full_score_numpy(x, m, V, inv_c, logc0, P, want_jac):
     return logq, s, J
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
 def lincomb(C, arrays, out):
     """out[j] = sum_i C[j, i] arrays[i] for j < C.shape[0], in one pass over the samples.
 
@@ -278,6 +289,11 @@ def lincomb(C, arrays, out):
         raise ValueError("lincomb: C must have one column per array")
     m = C.shape[0]
     n, d = arrays[0].shape
+    for q in range(p):
+        if arrays[q].shape[0] != n or arrays[q].shape[1] != d:
+            raise ValueError("lincomb: every array must have the shape of the first")
+    if out.shape[0] < m or out.shape[1] != n or out.shape[2] != d:
+        raise ValueError("lincomb: out must have shape (C.shape[0], n, d)")
     for i in prange(n):
         for j in range(m):
             for l in range(d):

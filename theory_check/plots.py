@@ -32,9 +32,14 @@ def _slope_line(ax, x, y, slope, label, style="--"):
 
 
 def _save(fig, path):
+    """Save atomically (a link at `path` is replaced, never written through)."""
+    import io
+    from .sweep import write_atomic
     fig.tight_layout()
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_atomic(path, buf.getvalue())
 
 
 def order(df, path):

@@ -20,14 +20,16 @@ Spec keys (defaults in DEFAULTS):
 
 import json
 import math
+import os
 import time
 
 import numpy as np
 
+from . import checks
 from . import metrics as M
 from . import samplers as S
 from . import schedules, targets
-from .sampling import sample
+from .sampling import INITS, sample
 
 DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, score_eps=0.0,
                 sampler="heroism", sampler_args={}, K=3, N="K", nodes="equispaced", sweep="jacobi",
@@ -58,15 +60,91 @@ def normalise(spec):
         out["N"] = S.parse_N(out["N"], out["K"])
     if out["schedule"] not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {out['schedule']!r}")
+    if isinstance(out["metrics"], str) or not isinstance(out["metrics"], (list, tuple)) or not out["metrics"]:
+        raise ValueError(f"metrics must be a non-empty list among {METRICS}, got {out['metrics']!r}")
     bad = [m for m in out["metrics"] if m not in METRICS]
     if bad:
         raise ValueError(f"metrics must be among {METRICS}, got {bad}")
+    out["metrics"] = [m for m in METRICS if m in out["metrics"]]      # one order: duplicates collapse
     if out["mode"] not in ("fixed", "minimal"):
         raise ValueError(f"mode must be 'fixed' or 'minimal', got {out['mode']!r}")
-    if out["mode"] == "minimal" and not (isinstance(out["eps"], (int, float)) and 0 < out["eps"] < 1):
+    if out["mode"] == "minimal" and not (isinstance(out["eps"], (int, float)) and not isinstance(out["eps"], bool)
+                                         and 0 < out["eps"] < 1):
         raise ValueError(f"eps must be in (0, 1) for mode = 'minimal', got {out['eps']!r}")
+    _validate_values(out)
+    check_memory(out)               # before the target is built: gmm-aniso at d = 1e5 is 240 GB
     build(out)                      # raises ValueError on any bad value, before anything runs
     return out
+
+
+JACOBIANS = ("auto", "none", "full", "structured")
+W2_METHODS = ("exact", "sliced")
+W2_EXACT_MAX_N = 10_000         # POT's network simplex is O(n^3): ~1 min at n = 1e4 here
+
+
+def _validate_values(out):
+    """Every value of a run, each error naming its parameter (SPEC: exit 2, nothing computed)."""
+    for k, minimum in (("dim", 1), ("target_seed", 0), ("steps", 1), ("n", 1), ("seed", 0), ("max_steps", 1)):
+        out[k] = checks.integer(out[k], k, minimum=minimum)
+    if out["nfe_budget"] is not None:
+        out["nfe_budget"] = checks.integer(out["nfe_budget"], "nfe_budget", minimum=1)
+    out["score_eps"] = checks.positive(out["score_eps"], "score_eps", allow_zero=True)
+    out["tau_min"], out["tau_max"] = checks.tau(out["tau_min"], "tau_min"), checks.tau(out["tau_max"], "tau_max")
+    if not out["tau_min"] < out["tau_max"]:
+        raise ValueError(f"tau_min must be < tau_max, got {out['tau_min']} >= {out['tau_max']}")
+    if out["init"] not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {out['init']!r}")
+    if out["jacobian"] not in JACOBIANS:
+        raise ValueError(f"jacobian must be one of {JACOBIANS}, got {out['jacobian']!r}")
+    if out["w2_method"] not in W2_METHODS:
+        raise ValueError(f"w2_method must be one of {W2_METHODS}, got {out['w2_method']!r}")
+    if "w2" in out["metrics"] and out["w2_method"] == "exact" and out["n"] > W2_EXACT_MAX_N:
+        raise ValueError(f"n must be <= {W2_EXACT_MAX_N} with w2_method = 'exact' (an O(n^3) assignment), "
+                         f"got {out['n']}; use 'sliced'")
+    if out["mode"] == "minimal" and out["nfe_budget"] is not None:
+        raise ValueError("nfe_budget applies to mode = 'fixed' only")
+
+
+# Rough per-target memory of building and evaluating it (bytes), to refuse hopeless requests early.
+def _target_bytes(name, d):
+    if name == "gmm-aniso":
+        return 3 * d * d * 8 * 6           # covariances, eigenvectors, precisions, eigh workspace
+    return 64 * d * 8
+
+
+def memory_estimate(spec):
+    """Bytes a run needs at its peak, roughly: the target, the samples and their copies, one chunk
+    of derivatives (a full Jacobian carries d x d floats per sample), and exact W2's cost matrix."""
+    n, d = spec["n"], spec["dim"]
+    total = _target_bytes(spec["target"], d) + 8 * n * d * 8
+    if spec["jacobian"] in ("full", "auto") and {"tv", "kl"} & set(spec["metrics"]) or spec["mode"] == "minimal":
+        per = d * d * 8
+        if spec["jacobian"] == "full" or spec["target"] in ("gmm-aniso",):
+            total += max(16, 2 ** 18 // (d * (d + 1))) * per * 16
+    if "w2" in spec["metrics"] and spec["w2_method"] == "exact":
+        total += 3 * n * n * 8
+    return total
+
+
+def available_memory():
+    """MemAvailable from /proc/meminfo (bytes), else physical memory, else None."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(spec):
+    need, have = memory_estimate(spec), available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"n, dim: this run needs about {need / 2 ** 30:.3g} GiB (n = {spec['n']}, dim = {spec['dim']}, "
+                         f"target {spec['target']}), more than the {have / 2 ** 30:.3g} GiB available")
 
 
 def build(spec):
@@ -150,6 +228,8 @@ def evaluate(spec):
             row.update(_minimal(spec, target, sampler, jac))
     except (S.NumericalError, FloatingPointError) as exc:
         row.update(status="failed", error=str(exc))
+    except Exception as exc:        # noqa: BLE001 -- any failure of one run is that run's row, not the sweep's
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["wall_time"] = time.perf_counter() - t0
     return row
 

@@ -79,6 +79,8 @@ def validate(taus):
         raise ValueError(f"taus must have at least 2 points (1 step), got {taus.size}")
     if np.any(taus <= 0) or np.any(taus >= 1):
         raise ValueError("taus must lie in the open interval (0, 1)")
+    if np.any(taus < checks.TAU_MIN):
+        raise ValueError(f"taus must be >= {checks.TAU_MIN:g} (below it the score's scale leaves float64's range)")
     if np.any(np.diff(taus) >= 0):
         raise ValueError("taus must be strictly decreasing")
     return taus

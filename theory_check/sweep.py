@@ -34,16 +34,19 @@ import fcntl
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
+import time
 import tomllib
 
 import pandas as pd
 
-from . import __version__, runs
+from . import __version__, checks, runs
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -85,6 +88,10 @@ def user_source_hash(spec):
         return ""
 
 
+MAX_RUNS = 100_000          # a study's grids expand to at most this many runs
+MAX_NAME = 200              # bytes of a study name: <name>.csv and runs/<name>/ stay below NAME_MAX (255)
+
+
 def git_commit():
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
@@ -104,19 +111,49 @@ def load_study(path, quick=False):
         cfg = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"study file {path.name}: malformed TOML ({exc})") from None
+    where = f"study file {path.name}"
     unknown = set(cfg) - {"study", "defaults", "grid", "quick"}
     if unknown:
-        raise ValueError(f"study file {path.name}: unknown section(s) {sorted(unknown)}")
+        raise ValueError(f"{where}: unknown section(s) {sorted(unknown)}")
     study = cfg.get("study", {})
+    if not isinstance(study, dict):
+        raise ValueError(f"{where}: [study] must be a table with name and description, got {study!r}")
+    bad = set(study) - {"name", "description"}
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) in [study]: {sorted(bad)} (name, description)")
     name = study.get("name")
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"study file {path.name}: [study] name must be an identifier, got {name!r}")
+        raise ValueError(f"{where}: [study] name must be an identifier, got {name!r}")
+    if len(name.encode()) > MAX_NAME:
+        raise ValueError(f"{where}: [study] name must be at most {MAX_NAME} bytes (it names files), got {len(name.encode())}")
     grids = cfg.get("grid")
-    if not isinstance(grids, list) or not grids:
-        raise ValueError(f"study file {path.name}: needs at least one [[grid]] table")
-    defaults = dict(cfg.get("defaults", {}))
-    quick_over = dict(cfg.get("quick", {})) if quick else {}
+    if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
+        raise ValueError(f"{where}: needs at least one [[grid]] table (grid must be a list of tables), got {grids!r}")
+    defaults = cfg.get("defaults", {})
+    quick_all = cfg.get("quick", {})
+    for section, table in (("defaults", defaults), ("quick", quick_all)):
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: [{section}] must be a table of run parameters, got {table!r}")
+    allowed = set(runs.DEFAULTS)
+    for section, table in [("defaults", defaults), ("quick", {k: v for k, v in quick_all.items() if k != "max_dim"})] + \
+            [(f"grid {i + 1}", g) for i, g in enumerate(grids)]:
+        typo = set(table) - allowed
+        if typo:
+            raise ValueError(f"{where}: unknown run parameter(s) in [{section}]: {sorted(typo)}")
+        empty = [k for k, v in table.items() if isinstance(v, list) and not v]
+        if empty:
+            raise ValueError(f"{where}: {empty[0]} in [{section}] is an empty list (no runs)")
+    if "max_dim" in quick_all:
+        checks.integer(quick_all["max_dim"], "max_dim", minimum=1)
+    defaults = dict(defaults)
+    quick_over = dict(quick_all) if quick else {}
     max_dim = quick_over.pop("max_dim", None)      # --quick may also drop the largest dimensions
+    size = 0
+    for g in grids:
+        g = {**defaults, **g, **quick_over}
+        size += math.prod(len(v) if isinstance(v, list) and k != "metrics" else 1 for k, v in g.items())
+    if size > MAX_RUNS:
+        raise ValueError(f"{where}: the grids expand to {size} runs, more than {MAX_RUNS}; split the study")
     specs, seen = [], set()
     for g in grids:
         g = {**defaults, **g, **quick_over}
@@ -126,7 +163,7 @@ def load_study(path, quick=False):
             try:
                 spec = runs.normalise(dict(zip(keys, combo)))
             except ValueError as exc:
-                raise ValueError(f"study file {path.name}: {exc}") from None
+                raise ValueError(f"{where}: {exc}") from None
             canon = json.dumps(spec, sort_keys=True, default=str)
             if canon not in seen and (max_dim is None or spec["dim"] <= max_dim):
                 seen.add(canon)
@@ -143,12 +180,22 @@ def _digest(payload):
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def write_atomic(path, text):
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path, data):
+    """Write `data` (str or bytes) to `path` through a temporary file in the same folder, fsync and
+    os.replace: readers see the old file or the new one, never a part; a symbolic link at `path`
+    is replaced by the file, never written through. Permissions follow the user's umask."""
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -158,11 +205,16 @@ def write_atomic(path, text):
         raise
 
 
-def read_row(path):
-    """The stored row, or None when the file is missing, truncated or fails its checksum."""
+def read_row(path, key=None):
+    """The stored row, or None when the file is missing, truncated, fails its checksum, or holds
+    another run's row (its run_key differs from `key`, e.g. a file copied under another name).
+    The checksum detects corruption, not forgery: anyone who can write the folder can write rows."""
     try:
-        doc = json.loads(pathlib.Path(path).read_text())
-        if doc.get("sha256") == _digest(doc["row"]):
+        path = pathlib.Path(path)
+        if path.is_symlink():
+            return None
+        doc = json.loads(path.read_text())
+        if doc.get("sha256") == _digest(doc["row"]) and (key is None or doc["row"].get("run_key") == key):
             return doc["row"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
@@ -172,7 +224,12 @@ def read_row(path):
 @contextlib.contextmanager
 def locked(out):
     lock = pathlib.Path(out) / ".lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        what = ("is a symbolic link" if lock.is_symlink() else "is a folder" if lock.is_dir()
+                else f"cannot be opened ({exc.strerror})")
+        raise SweepError(f"out: the lock file {lock} {what}; remove it or use another --out") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,15 +242,24 @@ def locked(out):
         os.close(fd)
 
 
-def _prepare_out(out):
+def _prepare_out(out, name=None):
+    """Create <out> (and <out>/runs/<name>) as real folders; refuse links, files in their place,
+    and folders that cannot be written. Nothing is ever written through a symbolic link."""
     out = pathlib.Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")     # a fresh name: never a link
+        os.close(fd)
+        os.unlink(probe)
+        if name is not None:
+            for d in (out / "runs", out / "runs" / name):
+                if d.is_symlink():
+                    raise SweepError(f"out: {d} is a symbolic link; runs are only written inside --out")
+                if d.exists() and not d.is_dir():
+                    raise SweepError(f"out: {d} exists and is not a folder")
+                d.mkdir(exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"out: cannot write to output folder {str(out)!r} ({exc.strerror})") from None
+        raise SweepError(f"out: cannot write to output folder {str(out)!r} ({exc.strerror or exc})") from None
     return out
 
 
@@ -202,9 +268,32 @@ def _prepare_out(out):
 _ONE_THREAD = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
 
 
-def _init_worker():
+DASK_TIMEOUT = "10s"
+
+
+def _init_worker(parent_pid):
+    """One Numba thread; SIGINT is the parent's to handle; exit as soon as the parent is gone
+    (a SIGKILLed parent cannot stop its workers: each one watches its parent itself)."""
+    import signal
+    import threading
     import numba
     numba.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:        # the kernel sends SIGKILL when the parent dies
+            import ctypes
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -225,7 +314,12 @@ def _compute(pending, jobs, executor, scheduler):
     """Yield (key, row) as the runs of `pending` [(key, spec), ...] finish."""
     if executor == "dask":
         from distributed import Client, as_completed
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=DASK_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SweepError(f"scheduler: cannot reach the Dask scheduler {scheduler!r} within {DASK_TIMEOUT} "
+                             f"({type(exc).__name__})") from None
+        with client:
             futs = {client.submit(runs.evaluate, s, pure=False): k for k, s in pending}
             for fut in as_completed(futs):
                 yield futs[fut], fut.result()
@@ -238,11 +332,24 @@ def _compute(pending, jobs, executor, scheduler):
     # The longest runs go first, so that no worker is left with a long run at the end.
     ctx = multiprocessing.get_context("spawn")
     pending = sorted(pending, key=lambda ks: -runs.cost(ks[1]))
-    with _child_environment(_ONE_THREAD), \
-            cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, mp_context=ctx) as pool:
+    with _child_environment(_ONE_THREAD):
+        pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(os.getpid(),),
+                                      mp_context=ctx)
+    done = False
+    try:
         futs = {pool.submit(runs.evaluate, s): k for k, s in pending}
         for fut in cf.as_completed(futs):
             yield futs[fut], fut.result()
+        done = True
+    except cf.process.BrokenProcessPool:
+        raise SweepError("a worker process died (killed by the system, e.g. out of memory); finished runs are "
+                         "kept, rerun to resume (with fewer --jobs if memory is short)") from None
+    finally:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=done, cancel_futures=True)
+        for p in procs:             # interrupted: do not wait for runs in progress
+            if p.is_alive():
+                p.terminate()
 
 
 def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=False, progress=True):
@@ -251,19 +358,21 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
         raise ValueError(f"executor must be 'local' or 'dask', got {executor!r}")
     if executor == "dask" and not scheduler:
         raise ValueError("scheduler: --executor dask needs --scheduler ADDRESS")
-    jobs = os.cpu_count() if jobs is None else jobs
-    if not isinstance(jobs, int) or jobs < 1:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = cores if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    jobs = min(jobs, cores)                 # more processes than cores only thrash
     name, _, specs, cfg_hash = load_study(path, quick)
-    out = _prepare_out(out)
+    out = _prepare_out(out, name)
     rundir = out / "runs" / name
-    rundir.mkdir(parents=True, exist_ok=True)
     src, commit = source_hash(), git_commit()
     keys = [run_key(s, src) for s in specs]
     with locked(out):
         for tmp in rundir.glob(".tmp-*"):
-            tmp.unlink()               # left by a killed sweep: never renamed, so never a row
-        pending = [(k, s) for k, s in zip(keys, specs) if read_row(rundir / f"{k}.json") is None]
+            if tmp.is_file() or tmp.is_symlink():
+                tmp.unlink()           # left by a killed sweep: never renamed, so never a row
+        pending = [(k, s) for k, s in zip(keys, specs) if read_row(rundir / f"{k}.json", k) is None]
         bar = _progress(len(specs), len(specs) - len(pending), name, progress)
         failed = 0
         try:
@@ -276,7 +385,7 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
                 bar.set_postfix(failed=failed, remaining=bar.total - bar.n)
         finally:
             bar.close()
-        rows = [read_row(rundir / f"{k}.json") for k in keys]
+        rows = [read_row(rundir / f"{k}.json", k) for k in keys]
         df = pd.DataFrame(rows)
         _write(out / f"{name}.csv", df.to_csv(index=False))
     return df

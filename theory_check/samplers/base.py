@@ -341,7 +341,8 @@ class Sampler:
         x = checks.batch(x, target.dim)
         if not self.deterministic and jacobian != "none":
             raise ValueError(f"jacobian must be 'none' for the stochastic sampler {self!r}")
-        x = np.ascontiguousarray(x)
+        if not (x.flags.writeable and x.flags.c_contiguous):
+            x = np.array(x, order="C")      # read-only input (np.load mmap_mode='r'): kernels take writable arrays
         n, d = x.shape
         rows = self.chunk_rows(d, jacobian) if self.chunked else n
         x_out = np.empty((n, d))
