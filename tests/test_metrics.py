@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import integrate, linalg, optimize, stats
 
-from test_samplers import gaussian_target
+from test_samplers import gaussian_flow, gaussian_target
 from theory_check import metrics, sample, schedules, targets
 from theory_check.samplers import DDIM, RK4, DPMSolverPP, Heroism, Reference
 
@@ -129,8 +129,32 @@ def test_w2_report_floor_and_coupling_rmse():
     r = sample(t, Heroism(3, 3), schedules.log_snr(30), n=500, seed=0)
     w, floor = metrics.w2_report(t, r)
     assert w > 0 and floor > 0 and abs(w - floor) < 0.5 * floor  # an accurate sampler sits at the floor
-    ref = Reference(1e-10, 1e-12).run(t, r.taus, r.x_in).x
-    assert metrics.coupling_rmse(r, ref) == pytest.approx(np.sqrt(np.mean(np.sum((r.x_out - ref) ** 2, 1))))
+
+def test_coupling_rmse_against_a_closed_form_flow_and_the_w2_bound():
+    # On a Gaussian the exact flow is the affine map gaussian_flow: the pathwise error of DDIM is
+    # then known independently of the Reference solver. coupling_rmse is an upper bound on
+    # W2(p_out, p_ref) between the same samples (W2 takes the optimal coupling, checked by POT).
+    t = gaussian_target(3, seed=2)
+    taus = schedules.log_snr(12)
+    r = sample(t, DDIM(), taus, n=300, seed=1)
+    exact = gaussian_flow(t, r.x_in, taus[0], taus[-1])
+    c = metrics.coupling_rmse(r, exact)
+    ref = Reference(1e-12, 1e-14).run(t, taus, r.x_in).x
+    assert c == pytest.approx(metrics.coupling_rmse(r, ref), rel=1e-6)      # reference agrees with the closed form
+    assert metrics.w2(r.x_out, exact) <= c + 1e-12
+    # a pure translation by v: every sample moves by |v|, so the RMSE is exactly |v|
+    v = np.array([0.3, -0.4, 1.2])
+    assert metrics.coupling_rmse(r, r.x_out + v) == pytest.approx(np.linalg.norm(v), rel=1e-12)
+
+
+def test_exact_w2_refuses_an_unconverged_solver(monkeypatch):
+    import ot
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((50, 2)), rng.standard_normal((50, 2))
+    real = ot.emd2
+    monkeypatch.setattr(ot, "emd2", lambda a, b, M, **kw: real(a, b, M, **{**kw, "numItermax": 3}))
+    with pytest.raises(FloatingPointError, match="did not converge"):
+        metrics.w2(x, y)
 
 
 @pytest.mark.parametrize("call", [

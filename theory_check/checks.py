@@ -4,6 +4,16 @@ import numbers
 
 import numpy as np
 
+__all__ = ["array", "batch", "tau", "integer", "positive", "probability_vector", "mixture", "psd_eigh", "orthonormal",
+           "rng", "show", "MAX_ABS", "TAU_MIN"]
+
+
+def show(value):
+    """A value for an error message: NumPy scalars as plain numbers (1.1, not np.float64(1.1))."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
 
 def array(value, name, ndim=None, shape=None, finite=True):
     """`value` as a float64 array, checked for dimensionality, shape and finiteness.
@@ -49,20 +59,20 @@ def tau(value, name="tau"):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
         arr = np.asarray(value)
         if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"{name} must be a real scalar, got {value!r}")
+            raise ValueError(f"{name} must be a real scalar, got {show(value)}")
         value = arr.item()
     t = float(value)
     if not (0.0 < t < 1.0):
-        raise ValueError(f"{name} must lie in the open interval (0, 1), got {t!r}")
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {show(t)}")
     if t < TAU_MIN:
         raise ValueError(f"{name} must be >= {TAU_MIN:g}: below it the score's scale 1/tau and its Jacobian's "
-                         f"1/tau^2 leave float64's range; got {t!r}")
+                         f"1/tau^2 leave float64's range; got {show(t)}")
     return t
 
 
 def integer(value, name, minimum=None):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {show(value)}")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
@@ -73,10 +83,10 @@ def positive(value, name, allow_zero=False):
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+        raise ValueError(f"{name} must be a real number, got {show(value)}") from None
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+        raise ValueError(f"{name} must be finite and {bound}, got {show(value)}")
     return v
 
 
@@ -87,7 +97,7 @@ def probability_vector(w, name="weights"):
     if np.any(w < 0):
         raise ValueError(f"{name} must be non-negative")
     if abs(w.sum() - 1.0) > 1e-10:
-        raise ValueError(f"{name} must sum to 1, got sum {w.sum()!r}")
+        raise ValueError(f"{name} must sum to 1, got sum {show(w.sum())}")
     if np.any(w == 0):
         raise ValueError(f"{name} must be strictly positive (drop zero-weight components)")
     return w

@@ -19,6 +19,8 @@ as the oracle.  They allocate O(n M d) memory and are meant for small batches.
 import numpy as np
 from numba import njit, prange
 
+__all__ = ["iso_score", "iso_score_into", "iso_score_numpy", "full_score", "full_score_into", "full_score_numpy", "full_block_rows", "lincomb", "lincomb_numpy"]
+
 # Reassociation and contraction let LLVM vectorise the reductions over d and fuse multiply-adds;
 # the flags that assume finite values are left out, so non-finite states still propagate to the
 # samplers' checks. A sample's result does not depend on the number of threads.

@@ -25,6 +25,8 @@ import numpy as np
 from . import checks
 from .targets import Target
 
+__all__ = ["TVKL", "log_ratio", "tv_kl", "w2", "w2_report", "coupling_rmse", "bin_masses", "histogram_tv"]
+
 
 @dataclass
 class TVKL:
@@ -48,7 +50,11 @@ def log_ratio(target, result):
 
 
 def tv_kl(target, result):
-    """TV(p_out, q) and KL(p_out || q) with Monte-Carlo standard errors (change of variables)."""
+    """TV(p_out, q) and KL(p_out || q) with Monte-Carlo standard errors (change of variables).
+
+    Assumes the sampler's map is injective, so that p_out(x_out) = p_in(x_in) / |det|: the
+    samplers check det > 0 at every sample (a fold there raises), which does not prove the map
+    injective away from the samples. Needs the target's `log_density`."""
     if not isinstance(target, Target):
         raise ValueError(f"target must be a Target, got {type(target).__name__}")
     lw = log_ratio(target, result)
@@ -80,7 +86,10 @@ def w2(x, y, method="exact", n_projections=256, seed=0):
     import ot                   # here, not at the top: it costs every sweep worker 0.3 s to start
     if method == "exact":
         a, b = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
-        cost = ot.emd2(a, b, ot.dist(x, y), numItermax=10_000_000)
+        cost, log = ot.emd2(a, b, ot.dist(x, y), numItermax=10_000_000, log=True)
+        if log.get("warning") or log.get("result_code", 1) != 1:
+            raise FloatingPointError(f"w2: POT's network simplex did not converge ({log.get('warning')}); "
+                                     "the distance would be wrong")
         return float(np.sqrt(max(cost, 0.0)))
     if method == "sliced":
         n_projections = checks.integer(n_projections, "n_projections", minimum=1)

@@ -15,9 +15,20 @@ STUDIES_DIR = next((d for d in (sweep.PACKAGE_DIR.parent / "studies", pathlib.Pa
                    sweep.PACKAGE_DIR.parent / "studies")
 STUDY_ORDER = ("order", "refinement", "score_error", "samplers", "paper_schedule", "epsilon", "dimension")
 
-# Regression baseline (SPEC 8): fixed configurations whose TV is recomputed by the tests.
-BASELINE_SPECS = [dict(target="gmm-aniso", dim=4, K=K, N="K", steps=steps, n=2000, seed=11)
-                  for K in (1, 2, 3, 4) for steps in (16, 32)]
+# Regression baseline (SPEC 8): fixed configurations whose TV and KL the tests recompute. Each
+# comes at two step counts, so its observed rate is checked too. HEROISM K = 1..4 and the
+# production samplers on gmm-aniso (full Jacobian); HEROISM on gmm-iso and the sphere at larger
+# d in the structured mode; a point cloud in the full mode.
+BASELINE_SPECS = (
+    [dict(target="gmm-aniso", dim=4, K=K, N="K", steps=steps, n=2000, seed=11)
+     for K in (1, 2, 3, 4) for steps in (16, 32)]
+    + [dict(target="gmm-aniso", dim=4, sampler=name, steps=steps, n=2000, seed=11)
+       for name in ("ddim", "dpm2m", "dpm3m", "dpm2s", "unipc", "deis", "ipndm", "heun", "rk4") for steps in (16, 32)]
+    + [dict(target="gmm-iso", dim=64, K=3, N="K", steps=steps, n=1000, seed=12, jacobian="structured")
+       for steps in (16, 32)]
+    + [dict(target="sphere", dim=32, K=2, N="K", steps=steps, n=1000, seed=13, jacobian="structured")
+       for steps in (16, 32)]
+    + [dict(target="circle", dim=2, K=4, N="K", steps=steps, n=2000, seed=14, jacobian="full") for steps in (32, 64)])
 
 
 def study_files(studies_dir=None):
@@ -70,9 +81,10 @@ def baseline(out, jobs=1):
     failed = [r["error"] for r in rows if r["status"] != "ok"]
     if failed:
         raise ValueError(f"baseline: a baseline configuration failed: {failed[0]}")
-    entries = [dict(spec=s, tv=r["tv"], tv_se=r["tv_se"], nfe=r["nfe"]) for s, r in zip(BASELINE_SPECS, rows)]
+    entries = [dict(spec=s, tv=r["tv"], tv_se=r["tv_se"], kl=r["kl"], kl_se=r["kl_se"], nfe=r["nfe"],
+                    jacobian=r["jacobian"]) for s, r in zip(BASELINE_SPECS, rows)]
     doc = dict(version=__version__, source_hash=sweep.source_hash(), entries=entries,
-               tolerance="tv <= baseline tv + 3 * sqrt(se_base^2 + se_new^2) and rate >= baseline rate - 0.3")
+               tolerance="|tv - baseline| <= 1e-9 tv and |kl - baseline| <= 1e-9 |kl| + 1e-15 (same seed, same numbers)")
     sweep.write_atomic(pathlib.Path(out) / "baseline.json", json.dumps(doc, indent=1, default=float))
     return doc
 

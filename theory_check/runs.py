@@ -31,6 +31,9 @@ from . import samplers as S
 from . import schedules, targets
 from .sampling import INITS, sample
 
+__all__ = ["DEFAULTS", "METRICS", "SCHEDULES", "normalise", "build", "make_sampler", "schedule", "evaluate", "cost",
+           "memory_estimate", "available_memory", "check_memory"]
+
 DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, score_eps=0.0,
                 sampler="heroism", sampler_args={}, K=3, N="K", nodes="equispaced", sweep="jacobi",
                 schedule="log_snr", steps=16, tau_min=1e-3, tau_max=1 - 1e-3, nfe_budget=None,
@@ -52,25 +55,25 @@ def normalise(spec):
         raise ValueError(f"sampler_args must be a table of named parameters, got {args!r}")
     bad = [k for k, v in args.items() if not isinstance(v, (bool, int, float, str))]
     if bad:
-        raise ValueError(f"sampler_args: {bad[0]} must be a number, a boolean or a string, got {args[bad[0]]!r}")
+        raise ValueError(f"sampler_args: {bad[0]} must be a number, a boolean or a string, got {checks.show(args[bad[0]])}")
     out["sampler_args"] = dict(sorted(args.items()))
     if out["sampler"] != "heroism":
         out.update(K=None, N=None, nodes=None, sweep=None)
     else:
         out["N"] = S.parse_N(out["N"], out["K"])
     if out["schedule"] not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {out['schedule']!r}")
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {checks.show(out['schedule'])}")
     if isinstance(out["metrics"], str) or not isinstance(out["metrics"], (list, tuple)) or not out["metrics"]:
-        raise ValueError(f"metrics must be a non-empty list among {METRICS}, got {out['metrics']!r}")
+        raise ValueError(f"metrics must be a non-empty list among {METRICS}, got {checks.show(out['metrics'])}")
     bad = [m for m in out["metrics"] if m not in METRICS]
     if bad:
         raise ValueError(f"metrics must be among {METRICS}, got {bad}")
     out["metrics"] = [m for m in METRICS if m in out["metrics"]]      # one order: duplicates collapse
     if out["mode"] not in ("fixed", "minimal"):
-        raise ValueError(f"mode must be 'fixed' or 'minimal', got {out['mode']!r}")
+        raise ValueError(f"mode must be 'fixed' or 'minimal', got {checks.show(out['mode'])}")
     if out["mode"] == "minimal" and not (isinstance(out["eps"], (int, float)) and not isinstance(out["eps"], bool)
                                          and 0 < out["eps"] < 1):
-        raise ValueError(f"eps must be in (0, 1) for mode = 'minimal', got {out['eps']!r}")
+        raise ValueError(f"eps must be in (0, 1) for mode = 'minimal', got {checks.show(out['eps'])}")
     _validate_values(out)
     check_memory(out)               # before the target is built: gmm-aniso at d = 1e5 is 240 GB
     build(out)                      # raises ValueError on any bad value, before anything runs
@@ -93,9 +96,9 @@ def _validate_values(out):
     if not out["tau_min"] < out["tau_max"]:
         raise ValueError(f"tau_min must be < tau_max, got {out['tau_min']} >= {out['tau_max']}")
     if out["init"] not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {out['init']!r}")
+        raise ValueError(f"init must be one of {INITS}, got {checks.show(out['init'])}")
     if out["jacobian"] not in JACOBIANS:
-        raise ValueError(f"jacobian must be one of {JACOBIANS}, got {out['jacobian']!r}")
+        raise ValueError(f"jacobian must be one of {JACOBIANS}, got {checks.show(out['jacobian'])}")
     if out["w2_method"] not in W2_METHODS:
         raise ValueError(f"w2_method must be one of {W2_METHODS}, got {out['w2_method']!r}")
     if "w2" in out["metrics"] and out["w2_method"] == "exact" and out["n"] > W2_EXACT_MAX_N:

@@ -9,6 +9,8 @@ from . import checks, schedules
 from .samplers import Sampler
 from .targets import LOG_2PI, Perturbed, Target
 
+__all__ = ["Result", "sample", "initial", "INITS"]
+
 INITS = ("exact", "gaussian")
 
 

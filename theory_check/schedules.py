@@ -7,9 +7,12 @@ import numpy as np
 
 from . import checks
 
+__all__ = ["paper", "log_snr", "edm", "validate"]
+
 
 def paper(T, c0=2.0, c1=4.0):
-    """The learning-rate schedule of Li, Zhou, Wei & Chen (2025), returned as [tau_T, ..., tau_1].
+    """The learning-rate schedule of Li, Zhou, Wei & Chen, "Faster Diffusion Models via Higher-Order
+    Approximation", arXiv:2506.24042 (2025), returned as [tau_T, ..., tau_1].
 
         beta_1 = T^{-c0},  beta_{t+1} = eta * min(beta_1 (1 + eta)^t, 1),  eta = c1 log T / T,
         alpha_bar_t = prod_{i<=t} (1 - beta_i),  tau_t = 1 - alpha_bar_t.
@@ -41,7 +44,15 @@ def paper(T, c0=2.0, c1=4.0):
 
 
 def log_snr(steps, tau_min=1e-3, tau_max=1.0 - 1e-3):
-    """Uniform in lambda = log((1 - tau)/tau) from tau_max down to tau_min, end points exact."""
+    """Uniform in lambda = log((1 - tau)/tau) from tau_max down to tau_min, end points exact: the
+    log-SNR grid of DPM-Solver (Lu, Zhou, Bao, Chen, Li & Zhu, "DPM-Solver: A Fast ODE Solver for
+    Diffusion Probabilistic Model Sampling in Around 10 Steps", arXiv:2206.00927, 2022).
+
+    Examples
+    --------
+    >>> log_snr(2, 0.1, 0.9).round(6).tolist()
+    [0.9, 0.5, 0.1]
+    """
     steps = checks.integer(steps, "steps", minimum=1)
     tau_min, tau_max = checks.tau(tau_min, "tau_min"), checks.tau(tau_max, "tau_max")
     if not tau_min < tau_max:
@@ -53,7 +64,9 @@ def log_snr(steps, tau_min=1e-3, tau_max=1.0 - 1e-3):
 
 
 def edm(steps, tau_min=1e-3, tau_max=1.0 - 1e-3, rho=7.0):
-    """Karras et al. (2022): sigma = sqrt(tau/(1-tau)) spaced uniformly in sigma^(1/rho)."""
+    """The EDM schedule of Karras, Aittala, Aila & Laine, "Elucidating the Design Space of
+    Diffusion-Based Generative Models", arXiv:2206.00364 (2022): sigma = sqrt(tau/(1-tau)) spaced
+    uniformly in sigma^(1/rho) from tau_max down to tau_min, end points exact."""
     steps = checks.integer(steps, "steps", minimum=1)
     tau_min, tau_max = checks.tau(tau_min, "tau_min"), checks.tau(tau_max, "tau_max")
     rho = checks.positive(rho, "rho")

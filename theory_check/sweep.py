@@ -402,4 +402,6 @@ def _write(path, text):
 
 def _progress(total, done, name, enabled):
     from tqdm import tqdm
-    return tqdm(total=total, initial=done, desc=name, unit="run", disable=not enabled, leave=False)
+    # a bar only on a terminal: in a log file it is noise
+    return tqdm(total=total, initial=done, desc=name, unit="run", disable=not (enabled and sys.stderr.isatty()),
+                leave=False)

@@ -277,6 +277,9 @@ class IsotropicGaussianMixture(Target):
         G = np.einsum("nk,nki,nkj->nij", r, gq, gq) - sq[:, :, None] * sq[:, None, :]
         return s, cI, G
 
+    def __repr__(self):
+        return f"{type(self).__name__}(dim={self.dim}, components={len(self.weights)})"
+
     def _sample(self, n, tau, rng):
         a, c, _ = self._params(tau)
         k = rng.choice(len(self.weights), size=n, p=self.weights)
@@ -422,6 +425,10 @@ class GaussianMixture(Target):
         QU = _basis_overlap(Q, U)
         G = QU @ (Jy + np.eye(self._r) / tau) @ np.swapaxes(QU, 1, 2)
         return s, np.full(x.shape[0], -1.0 / tau), G
+
+    def __repr__(self):
+        sub = "" if self.active_basis is None else f", subspace_dim={self._r}"
+        return f"GaussianMixture(dim={self.dim}, components={len(self.weights)}{sub})"
 
     def _sample(self, n, tau, rng):
         a = np.sqrt(1.0 - tau)
@@ -598,6 +605,9 @@ class Sphere(Target):
              + (coef * (coef * dA - A_over_rho))[:, None, None] * uq[:, :, None] * uq[:, None, :])
         return s, np.full(x.shape[0], -1.0 / tau), G
 
+    def __repr__(self):
+        return f"Sphere(dim={self.dim}, k={self.k}, radius={self.radius:g})"
+
     def _sample(self, n, tau, rng):
         u = rng.standard_normal((n, self.k))
         u /= np.linalg.norm(u, axis=1, keepdims=True)
@@ -611,7 +621,9 @@ class Sphere(Target):
 
 
 class Perturbed(Target):
-    """A score estimate s_hat = s + delta with a smooth, seeded, bounded error field.
+    """A score estimate s_hat = s + delta with a smooth, seeded, bounded error field (the score-error
+    setting of Li, Zhou, Wei & Chen, "Faster Diffusion Models via Higher-Order Approximation",
+    arXiv:2506.24042, 2025).
 
     delta(x, tau) = eps tau^{-1/2} h(x), h(x) = R tanh(A x + b), R scaled so that E|h(X)|^2 = 1
     for X ~ q_{1e-3} of the base (estimated once from 4096 exact draws). `score` and the
@@ -638,6 +650,9 @@ class Perturbed(Target):
 
     def log_density(self, x, tau):
         return self.base.log_density(x, tau)
+
+    def __repr__(self):
+        return f"Perturbed({self.base!r}, eps={self.eps:g})"
 
     def _delta(self, x, tau, want_jac):
         t = np.tanh(x @ self.A.T + self.b)
