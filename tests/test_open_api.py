@@ -237,7 +237,7 @@ def test_user_sampler_in_a_toml_study_gives_the_rows_of_the_builtin(tmp_path, us
 
 
 def test_user_sampler_through_the_cli(usermod, capsys):
-    args = ["sample", "--target", "gmm-aniso", "--dim", "4", "--steps", "12", "--n", "400", "--format", "json"]
+    args = ["sample", "--target", "gmm-aniso", "--dim", "4", "--steps", "12", "--samples", "400", "--format", "json"]
     assert cli.main(args + ["--sampler", f"{usermod}:euler"]) == 0
     mine = json.loads(capsys.readouterr().out)
     assert cli.main(args + ["--sampler", "euler"]) == 0

@@ -115,7 +115,7 @@ def test_bad_input_raises_value_error_naming_the_parameter(call, name):
 CLI_BATTERY = [
     ["sample", "--dim", "0"], ["sample", "--dim", "x"], ["sample", "--target", "nope"], ["sample", "--sampler", "euler_a"],
     ["sample", "--K", "0"], ["sample", "--K", "99"], ["sample", "--N", "-2"], ["sample", "--steps", "-1"],
-    ["sample", "--metrics", "tv,fid"], ["sample", "--target", "circle", "--dim", "1"], ["sample", "--n", "0"],
+    ["sample", "--metrics", "tv,fid"], ["sample", "--target", "circle", "--dim", "1"], ["sample", "--samples", "0"],
     ["run", "/nonexistent.toml"], ["fit", "/nonexistent-dir"], ["plot", "/nonexistent-dir"], ["bogus"],
     ["reproduce", "--jobs", "0"], ["run", "x.toml", "--executor", "ray"],
 ]

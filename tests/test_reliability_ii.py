@@ -36,9 +36,9 @@ def _one_line(code, err, expect=2):
 # -- 1. blow-ups inside a step: clean values, NumericalError, a failed row ----------------------------
 
 @pytest.mark.parametrize("args", [
-    ["sample", "--target", "circle", "--dim", "2", "--K", "2", "--N", "100", "--steps", "1", "--n", "50"],
-    ["sample", "--score-eps", "1e300", "--steps", "4", "--n", "50"],
-    ["sample", "--target", "gmm-iso", "--dim", "2", "--sampler", "rk4", "--steps", "1", "--n", "50",
+    ["sample", "--target", "circle", "--dim", "2", "--K", "2", "--N", "100", "--steps", "1", "--samples", "50"],
+    ["sample", "--score-eps", "1e300", "--steps", "4", "--samples", "50"],
+    ["sample", "--target", "gmm-iso", "--dim", "2", "--sampler", "rk4", "--steps", "1", "--samples", "50",
      "--score-eps", "1e200"],
 ])
 def test_blow_ups_are_failed_rows(capsys, args):

@@ -1,4 +1,5 @@
-"""Command line: `theory-check {reproduce, run, fit, plot, sample, check}`.
+"""Command line: `theory-check {reproduce, run, fit, plot, sample, check, bench}` (also
+`python -m theory_check`).
 
 Bad input exits with status 2 and one line on stderr naming the parameter.
 """
@@ -14,8 +15,16 @@ from . import __version__, checks, runs, samplers, targets
 from .sweep import SweepError
 
 
+# `check` thresholds: central differences with h = 1e-3 sqrt(tau) have relative error ~h^2 times
+# the ratio of third to first derivatives, ~1e-6 on these targets; the sample mean of n exact draws
+# is within 4.5 standard errors with probability 1 - 7e-6 per coordinate (Gaussian tails).
+CHECK_SCORE_TOL = 1e-5
+CHECK_Z_TOL = 4.5
+
+
 def _check_targets(dim=5, tau=0.1, n=20000):
-    """Each named target's score and exact samples against its closed form, as a table."""
+    """Each named target's score and exact samples against its closed form, as a table; returns
+    the rows and whether every check passed."""
     from .targets import NAMES
     rows = []
     for name in NAMES:
@@ -31,25 +40,49 @@ def _check_targets(dim=5, tau=0.1, n=20000):
         mean, cov = t.mean_cov(tau)
         z_mean = np.max(np.abs(xs.mean(0) - mean) / np.sqrt(np.diag(cov) / n))
         rows.append((name, score_err, z_mean))
-    print(f"closed-form checks at d = {dim}, tau = {tau}:")
-    print(f"{'target':<14}{'score vs FD grad log q (rel)':>30}{'sample mean (max |z|)':>24}")
+    print(f"closed-form checks at d = {dim}, tau = {tau}: score against central differences of log q "
+          f"(pass: relative error <= {CHECK_SCORE_TOL:g}); mean of {n} exact samples against the closed-form mean "
+          f"(pass: max |z| <= {CHECK_Z_TOL})")
+    print(f"{'target':<14}{'score vs FD grad log q (rel)':>30}{'sample mean (max |z|)':>24}{'verdict':>10}")
+    ok_all = True
     for name, e, z in rows:
-        print(f"{name:<14}{e:>30.2e}{z:>24.2f}")
-    return rows
+        ok = e <= CHECK_SCORE_TOL and z <= CHECK_Z_TOL
+        ok_all &= ok
+        print(f"{name:<14}{e:>30.2e}{z:>24.2f}{'pass' if ok else 'FAIL':>10}")
+    print("all checks passed" if ok_all else "SOME CHECKS FAILED")
+    return rows, ok_all
 
 
 def _cmd_check(a):
-    _check_targets(a.dim)
+    return 0 if _check_targets(a.dim)[1] else 1
 
 
 def _cmd_sample(a):
     mets = [m.strip() for m in a.metrics.split(",") if m.strip()]
-    spec = dict(target=a.target, dim=a.dim, sampler=a.sampler, sampler_args=dict(a.sampler_arg or []), K=a.K, N=a.N,
-                nodes=a.nodes, sweep=a.sweep, steps=a.steps, n=a.n, seed=a.seed, init=a.init, schedule=a.schedule,
-                metrics=mets, w2_method=a.w2_method, score_eps=a.score_eps)
+    spec = dict(target=a.target, dim=a.dim, target_seed=a.target_seed, sampler=a.sampler,
+                sampler_args=dict(a.sampler_arg or []), K=a.K, N=a.N, nodes=a.nodes, sweep=a.sweep, steps=a.steps,
+                n=a.samples, seed=a.seed, init=a.init, schedule=a.schedule, tau_min=a.tau_min, tau_max=a.tau_max,
+                metrics=mets, w2_method=a.w2_method, score_eps=a.score_eps, jacobian=a.jacobian)
     if samplers.canonical(a.sampler) != "heroism":
+        given = [f"--{k}" for k in ("K", "N", "nodes", "sweep") if getattr(a, k) is not None]
+        if given:
+            print(f"theory-check sample: warning: {', '.join(given)} ignored: only HEROISM takes them "
+                  f"(use --sampler-arg for {a.sampler}'s parameters)", file=sys.stderr)
         spec.update(K=None, N=None, nodes=None, sweep=None)
+    else:
+        spec.update(K=3 if a.K is None else a.K, N="K" if a.N is None else a.N, nodes=a.nodes or "equispaced",
+                    sweep=a.sweep or "jacobi")
+    if a.schedule == "paper" and (a.tau_min is not None or a.tau_max is not None):
+        print("theory-check sample: warning: --tau-min/--tau-max ignored: the paper's schedule sets its own end points",
+              file=sys.stderr)
     row = runs.evaluate(runs.normalise({k: v for k, v in spec.items() if v is not None}))
+    if row["status"] == "ok":
+        if "w2" in row and row.get("w2_floor") is not None and row["w2"] <= 1.5 * row["w2_floor"]:
+            print(f"theory-check sample: warning: W2 = {row['w2']:.4g} is within the noise floor {row['w2_floor']:.4g} "
+                  "of two exact sample sets of this size: it does not resolve the sampler's error", file=sys.stderr)
+        if "kl" in row and row.get("kl_se") is not None and abs(row["kl"]) <= 2 * row["kl_se"]:
+            print(f"theory-check sample: warning: KL = {row['kl']:.3g} is within 2 se ({row['kl_se']:.2g}) of 0: "
+                  "not resolved at this sample size", file=sys.stderr)
     if a.format == "json":
         import json
         print(json.dumps({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}, default=str))
@@ -69,10 +102,16 @@ def _cmd_sample(a):
         return 1
 
 
+DEFAULT_RUN_OUT = "theory-check-out"
+
+
 def _cmd_run(a):
     from .sweep import run_study
-    df = run_study(a.study, a.out, a.jobs, a.executor, a.scheduler, a.quick, progress=not a.no_progress)
-    print(f"{len(df)} rows ({int((df.status != 'ok').sum())} failed) -> {pathlib.Path(a.out) / (df.study.iloc[0] + '.csv')}")
+    out = a.out or DEFAULT_RUN_OUT
+    df = run_study(a.study, out, a.jobs, a.executor, a.scheduler, a.quick, progress=not a.no_progress)
+    failed = int((df.status != "ok").sum())
+    print(f"{df.study.iloc[0]}: {len(df)} runs, {failed} failed -> {pathlib.Path(out) / (df.study.iloc[0] + '.csv')}"
+          + (" (failed runs: status and error columns)" if failed else ""))
 
 
 def _cmd_reproduce(a):
@@ -82,7 +121,10 @@ def _cmd_reproduce(a):
         _check_targets()
     out = a.out or ("results-quick" if a.quick else "results")
     out = report.reproduce(out, a.quick, a.jobs, a.executor, a.scheduler, a.studies, progress=not a.no_progress)
-    print(f"reproduced in {(time.perf_counter() - t0) / 60:.1f} min -> {out}/ (SUMMARY.md, *.csv, *.png, baseline.json)")
+    frames = report.load(out)
+    counts = ", ".join(f"{name} {int((df.status != 'ok').sum())}/{len(df)}" for name, df in frames.items())
+    print(f"reproduced in {(time.perf_counter() - t0) / 60:.1f} min -> {out}/ (SUMMARY.md, *.csv, *.png, baseline.json); "
+          f"failed runs per study: {counts}")
 
 
 def _cmd_fit(a):
@@ -136,56 +178,70 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser():
-    p = _Parser(prog="theory-check", description=__doc__.splitlines()[0])
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="theory-check", description="Numerical verification of fast diffusion samplers (HEROISM et al.)", **fmt)
     p.add_argument("--version", action="version", version=__version__)
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    r = sub.add_parser("reproduce", help="run every study, then fits, figures and SUMMARY.md")
-    r.add_argument("--quick", action="store_true", help="small configurations (minutes on 2 cores)")
+    r = sub.add_parser("reproduce", help="run every study, then fits, figures, SUMMARY.md and the regression baseline",
+                       **fmt)
+    r.add_argument("--quick", action="store_true", help="small configurations (minutes on 2 cores): a smoke test")
     r.add_argument("--out", default=None, help="output folder (default: results, or results-quick with --quick)")
     r.add_argument("--studies", default=None, help="folder of study TOML files (default: the repository's studies/)")
     r.add_argument("--no-check", action="store_true", help="skip the closed-form target checks")
-    for q in (r, sub.add_parser("run", help="run one study TOML file")):
-        q.add_argument("--jobs", type=_positive_int("jobs"), default=None, help="worker processes (default: all cores)")
-        q.add_argument("--executor", choices=["local", "dask"], default="local")
+    run = sub.add_parser("run", help="run one study TOML file: one CSV row per run, resumable", **fmt)
+    for q in (r, run):
+        q.add_argument("--jobs", type=_positive_int("jobs"), default=None,
+                       help="worker processes (default: the cores; more are clamped to the cores)")
+        q.add_argument("--executor", choices=["local", "dask"], default="local", help="where runs execute")
         q.add_argument("--scheduler", default=None, help="Dask scheduler address (with --executor dask)")
-        q.add_argument("--no-progress", action="store_true")
-    run = sub.choices["run"]
-    run.add_argument("study")
-    run.add_argument("--out", default="results")
-    run.add_argument("--quick", action="store_true")
+        q.add_argument("--no-progress", action="store_true", help="no progress bar (bars show only on a terminal)")
+    run.add_argument("study", help="the study file (TOML)")
+    run.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_RUN_OUT}; the committed results/ "
+                                                 "only when given)")
+    run.add_argument("--quick", action="store_true", help="apply the study's [quick] overrides")
 
-    for name, hlp in (("fit", "fit exponents and orders from a results folder"), ("plot", "draw the figures")):
-        q = sub.add_parser(name, help=hlp)
-        q.add_argument("dir")
+    for name, hlp in (("fit", "fit exponents and orders from a results folder (any study's CSV)"),
+                      ("plot", "draw the figures of a results folder (any study's CSV)")):
+        q = sub.add_parser(name, help=hlp, **fmt)
+        q.add_argument("dir", help="the output folder of run or reproduce")
 
-    s = sub.add_parser("sample", help="one run: print its errors, NFE and time as a table row")
-    s.add_argument("--target", default="gmm-aniso", choices=targets.NAMES)
-    s.add_argument("--dim", type=_positive_int("dim"), default=4)
+    s = sub.add_parser("sample", help="one run: print its errors, NFE and time", **fmt)
+    s.add_argument("--target", default="gmm-aniso", choices=targets.NAMES, help="named benchmark target")
+    s.add_argument("--dim", type=_positive_int("dim"), default=4, help="dimension d")
+    s.add_argument("--target-seed", type=int, default=0, help="seed of the target instance")
     s.add_argument("--sampler", default="heroism",
                    help="a built-in name or alias (" + ", ".join(samplers.SAMPLER_NAMES) + "; euler, dpmpp_2m, "
                    "unipc, ...) or package.module:attr for your own Sampler subclass or function fn(model, x, sigmas)")
     s.add_argument("--sampler-arg", type=_sampler_arg, action="append", metavar="KEY=VALUE",
                    help="a parameter of the sampler (repeatable), e.g. --sampler-arg order=2")
-    s.add_argument("--K", type=_k_arg, default=3)
-    s.add_argument("--N", type=_n_arg, default="K")
-    s.add_argument("--nodes", default="equispaced", choices=["equispaced", "chebyshev"])
-    s.add_argument("--sweep", default="jacobi", choices=["jacobi", "gauss-seidel"])
-    s.add_argument("--steps", type=_positive_int("steps"), default=16)
-    s.add_argument("--schedule", default="log_snr", choices=list(runs.SCHEDULES))
-    s.add_argument("--n", type=_positive_int("n"), default=2000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--init", default="exact", choices=["exact", "gaussian"])
-    s.add_argument("--metrics", default="tv,kl")
-    s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"])
-    s.add_argument("--score-eps", type=float, default=0.0)
-    s.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
+    s.add_argument("--K", type=_k_arg, default=None, help="HEROISM: interpolation points per step, or 'log' (default 3)")
+    s.add_argument("--N", type=_n_arg, default=None,
+                   help="HEROISM: refinement sweeps, an integer, 'paper' or an expression in K (default K)")
+    s.add_argument("--nodes", default=None, choices=["equispaced", "chebyshev"],
+                   help="HEROISM: node set (default equispaced)")
+    s.add_argument("--sweep", default=None, choices=["jacobi", "gauss-seidel"], help="HEROISM: sweep (default jacobi)")
+    s.add_argument("--steps", type=_positive_int("steps"), default=16, help="steps of the schedule")
+    s.add_argument("--schedule", default="log_snr", choices=list(runs.SCHEDULES), help="noise-level schedule")
+    s.add_argument("--tau-min", type=float, default=None, help="last noise level (default 1e-3)")
+    s.add_argument("--tau-max", type=float, default=None, help="first noise level (default 0.999)")
+    s.add_argument("--samples", "-n", dest="samples", type=_positive_int("samples"), default=2000,
+                   help="number of samples n")
+    s.add_argument("--seed", type=int, default=0, help="seed of the initial samples")
+    s.add_argument("--init", default="exact", choices=["exact", "gaussian"],
+                   help="initial law: q at tau_max exactly, or N(0, I)")
+    s.add_argument("--metrics", default="tv,kl", help="comma-separated: tv, kl, coupling, w2")
+    s.add_argument("--jacobian", default="auto", choices=list(runs.JACOBIANS),
+                   help="derivative mode for TV and KL (auto: structured where the target allows it, else full)")
+    s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"], help="W2 estimator (POT)")
+    s.add_argument("--score-eps", type=float, default=0.0, help="size of the smooth score error (0: exact score)")
+    s.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
 
-    b = sub.add_parser("bench", help="benchmarks: ratios measured in one run (from the repository root)")
-    b.add_argument("--quick", action="store_true")
+    b = sub.add_parser("bench", help="benchmarks: ratios measured in one run (from the repository root)", **fmt)
+    b.add_argument("--quick", action="store_true", help="smaller sizes")
 
-    c = sub.add_parser("check", help="closed-form checks of every named target")
-    c.add_argument("--dim", type=_positive_int("dim"), default=5)
+    c = sub.add_parser("check", help="closed-form checks of every named target; exit 1 if one fails", **fmt)
+    c.add_argument("--dim", type=_positive_int("dim"), default=5, help="dimension of the checked instances")
     return p
 
 

@@ -177,3 +177,34 @@ def score_error_table(df):
             row.update(slope=f["coef"][0], ci_lo=f["boot_lo"][0], ci_hi=f["boot_hi"][0])
         out.append(row)
     return pd.DataFrame(out)
+
+
+CONFIG_KEYS = ("target", "dim", "sampler", "K", "N", "nodes", "sweep", "sampler_args", "score_eps", "init")
+
+
+def generic_table(df, last=4):
+    """Any study: per configuration (the keys that vary), the measured order -slope of log error vs
+    log NFE over the last `last` resolved points (TV > 3 se, or pathwise error > 1e-10), with a
+    95% bootstrap interval; `note` says why an order is missing."""
+    keys = [k for k in CONFIG_KEYS if k in df and df[k].nunique() > 1]
+    metric = next((m for m in ("tv", "coupling_rmse", "kl") if m in df and df[m].notna().any()), None)
+    out = []
+    ok = df[df.status == "ok"]
+    groups = ok.groupby(keys, dropna=False) if keys else [((), ok)]
+    for vals, sub in groups:
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        row = dict(zip(keys, vals), metric=metric, runs=len(sub),
+                   failed=int(((df[keys] == pd.Series(dict(zip(keys, vals)))).all(axis=1) & (df.status != "ok")).sum())
+                   if keys else int((df.status != "ok").sum()))
+        if metric is None:
+            row["note"] = "no error metric in the rows"
+        else:
+            sub = sub.sort_values("nfe")
+            good = sub[sub[metric] > (3 * sub["tv_se"] if metric == "tv" else 1e-10)].tail(last)
+            if good["nfe"].nunique() >= 3:
+                f = linear_fit(np.log(good["nfe"]), np.log(good[metric]))
+                row.update(order=-f["coef"][0], ci_lo=-f["boot_hi"][0], ci_hi=-f["boot_lo"][0], note="")
+            else:
+                row["note"] = f"fewer than 3 resolved points ({good['nfe'].nunique()})"
+        out.append(row)
+    return pd.DataFrame(out)

@@ -1,20 +1,41 @@
 """Figures in the style of a numerical-analysis paper: log-log axes, fitted slopes and theory
-slopes drawn beside the data, symbols and line styles that survive greyscale printing."""
+slopes drawn beside the data, symbols and line styles that survive greyscale printing.
 
-import matplotlib
+Every function takes a study's rows (a DataFrame), draws a `matplotlib.figure.Figure` without
+touching pyplot's state or the backend, saves it when a path is given, and returns it. Titles
+name the target, d and schedule; a run made with --quick carries a banner; failed runs are
+drawn as failures (a cross on the panel's edge), never dropped; an empty panel is not drawn.
+"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import io
 
-from .fits import linear_fit  # noqa: E402
+import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+from .fits import expected_order, linear_fit
+
+__all__ = ["order", "dimension", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
+           "FIGURES", "figure_for", "context"]
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 STYLES = ["-", "--", ":", "-."]
 GREYS = ["0.0", "0.35", "0.55", "0.7"]
+RC = {"font.size": 8, "axes.labelsize": 8, "legend.fontsize": 6.5, "axes.titlesize": 8, "axes.grid": True,
+      "grid.alpha": 0.3, "lines.markersize": 4.5, "font.family": "serif", "xtick.labelsize": 7, "ytick.labelsize": 7}
+QUICK_BANNER = "QUICK RUN (--quick): a smoke test, not evidence"
 
-plt.rcParams.update({"font.size": 9, "axes.labelsize": 9, "legend.fontsize": 7, "figure.dpi": 130,
-                     "axes.grid": True, "grid.alpha": 0.3, "lines.markersize": 4.5, "font.family": "serif"})
+
+def _with_rc(fn):
+    """Draw under the module's rc settings, without touching the caller's matplotlib state."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+        with matplotlib.rc_context(RC):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _style(i):
@@ -22,109 +43,200 @@ def _style(i):
                 markerfacecolor="white" if i % 2 else GREYS[i % len(GREYS)])
 
 
-def _slope_line(ax, x, y, slope, label, style="--"):
+def _figure(ncols, width=4.2, height=3.3):
+    import matplotlib
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(width * ncols, height), dpi=130)
+        axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+def _fmt_tau(t):
+    return f"{t:.3g}"
+
+
+def context(df):
+    """'target, d = ..., schedule' for a title, from the rows."""
+    parts = []
+    if "target" in df and df.target.nunique():
+        parts.append(", ".join(sorted(map(str, df.target.unique()))))
+    if "dim" in df and df.dim.nunique():
+        dims = sorted(int(v) for v in df.dim.unique())
+        parts.append(f"d = {dims[0]}" if len(dims) == 1 else f"d = {dims[0]}–{dims[-1]}")
+    if "schedule" in df and df.schedule.nunique() == 1:
+        sch = df.schedule.iloc[0]
+        if sch == "paper":
+            parts.append("paper's schedule (τ₁ = T⁻²)")
+        else:
+            lo, hi = df.tau_min.min(), df.tau_max.max()
+            parts.append(f"{'log-SNR' if sch == 'log_snr' else sch} schedule τ {_fmt_tau(hi)} → {_fmt_tau(lo)}")
+    if "init" in df and df.init.nunique() == 1:
+        parts.append("start N(0, I)" if df.init.iloc[0] == "gaussian" else "exact start")
+    return "; ".join(parts)
+
+
+def _finish(fig, title, df, quick, path):
+    import matplotlib
+    with matplotlib.rc_context(RC):
+        fig.suptitle(f"{title}\n{context(df)}", fontsize=8)
+        if quick:
+            fig.text(0.005, 0.995, QUICK_BANNER, ha="left", va="top", fontsize=7, fontweight="bold",
+                     bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
+        fig.tight_layout(rect=(0, 0, 1, 0.93 if not quick else 0.9))
+        if path is not None:
+            from .sweep import write_atomic
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            write_atomic(path, buf.getvalue())
+    return fig
+
+
+def _slope_line(ax, x, y, slope, label=None, style="--", color="0.5"):
     """A reference line of the given log-log slope through the geometric centre of the data."""
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     x0, y0 = np.exp(np.mean(np.log(x))), np.exp(np.mean(np.log(y)))
     xs = np.array([x.min(), x.max()])
-    ax.plot(xs, y0 * (xs / x0) ** slope, style, color="0.5", linewidth=0.8, label=label)
+    ax.plot(xs, y0 * (xs / x0) ** slope, style, color=color, linewidth=0.8, label=label)
 
 
-def _save(fig, path):
-    """Save atomically (a link at `path` is replaced, never written through)."""
-    import io
-    from .sweep import write_atomic
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+def _failures(ax, df_failed, xcol, label="failed (map folded or non-finite)"):
+    """Failed runs as crosses on the top edge of the panel, at their x."""
+    if len(df_failed) == 0:
+        return
+    x = df_failed[xcol].to_numpy(float)
+    ax.plot(x, np.full(len(x), 0.97), "x", color="0.0", markersize=6, transform=ax.get_xaxis_transform(),
+            clip_on=False, label=f"{label} ({len(x)})")
 
 
-def order(df, path):
+def _plain_ticks(ax, values):
+    """Label the x axis at the given values, without overlapping minor log-tick labels."""
+    values = sorted(set(int(v) for v in values))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if len(values) > 8:                                  # keep every other label: no overlap
+        values = values[::2]
+    ax.set_xticks(values)
+    ax.set_xticklabels([f"{v}" for v in values])
+
+
+def _drop_empty(fig, axes, drawn):
+    for ax, used in zip(axes, drawn):
+        if not used:
+            fig.delaxes(ax)
+
+
+def _n_label(N):
+    return str(N)
+
+
+@_with_rc
+def order(df, path=None, quick=False):
+    """TV, KL and pathwise error vs NFE for HEROISM with N = K (K = 1: N = 0), with the expected
+    slopes: -p for TV and the pathwise error, -2p for KL (KL ~ error^2)."""
     ok = df[(df.status == "ok") & (df.N.astype(str) == df.K.astype(int).map(lambda k: "0" if k == 1 else str(k)))]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
-    for ax, metric, lab in zip(axes, ["tv", "kl", "coupling_rmse"],
-                               ["TV$(p_\\mathrm{out}, q_{\\tau_\\mathrm{end}})$", "KL$(p_\\mathrm{out} \\| q)$ (where > 3 se)",
-                                "pathwise RMS error $\\sqrt{E|x - \\Phi(x_\\mathrm{in})|^2}$"]):
+    metrics = [("tv", "TV$(p_\\mathrm{out}, q_{\\tau_\\mathrm{end}})$ (> 3 se)", 1),
+               ("kl", "KL$(p_\\mathrm{out} \\| q)$ (> 3 se)", 2),
+               ("coupling_rmse", "pathwise RMS error $\\sqrt{E|x - \\Phi(x_\\mathrm{in})|^2}$", 1)]
+    fig, axes = _figure(3, 3.6, 3.4)
+    drawn = []
+    for ax, (metric, lab, power) in zip(axes, metrics):
+        used = False
         for i, (K, sub) in enumerate(ok.groupby("K")):
             sub = sub.sort_values("nfe")
-            sub = sub[sub[metric] > (3 * sub[metric + "_se"] if metric + "_se" in sub else 1e-12)]
+            if metric not in sub:
+                continue
+            keep = sub[metric] > (3 * sub[metric + "_se"] if metric + "_se" in sub else 1e-12)
+            sub = sub[keep]
             if len(sub) < 2:
                 continue
-            ax.loglog(sub["nfe"], sub[metric], label=f"K={int(K)}, N={'0' if K == 1 else int(K)}", **_style(i))
-            p = 1 if K == 1 else min(int(K) + 1, K if K % 2 == 0 else K + 1)
-            _slope_line(ax, sub["nfe"].tail(4), sub[metric].tail(4), -p, None)
+            used = True
+            p = expected_order(K, 0 if K == 1 else K)
+            ax.loglog(sub["nfe"], sub[metric], label=f"K={int(K)}, N={'0' if K == 1 else int(K)} (slope −{power * p})",
+                      **_style(i))
+            _slope_line(ax, sub["nfe"].tail(4), sub[metric].tail(4), -power * p, None, color=GREYS[i % 4])
         ax.set_xlabel("score evaluations (NFE)")
         ax.set_ylabel(lab)
-    axes[0].plot([], [], "--", color="0.5", label="slope $-p$, $p=\\min(N+1, q_K)$")
-    axes[0].legend(loc="lower left")
-    fig.suptitle("Convergence of HEROISM (gmm-aniso, d = 4, log-SNR schedule)", fontsize=9)
-    _save(fig, path)
+        if used:
+            ax.legend(loc="lower left")
+        drawn.append(used)
+    _drop_empty(fig, axes, drawn)
+    return _finish(fig, "Convergence of HEROISM, N = K (dashed: expected slopes, −p for TV and pathwise, "
+                        "−2p for KL; p = min(N+1, q_K); K = 3 and 4 both have p = 4)", df, quick, path)
 
 
-def _minimal_panels(df, xcol, xlab, theory, path, title, xtransform=lambda v: v):
+def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambda v: v):
     ok = df[(df.status == "ok") & (~df["censored"].astype(bool))]
-    targets = sorted(ok.target.unique())
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.4), squeeze=False)
-    for ax, target in zip(axes[0], targets):
+    cens = df[(df.status != "ok") | df["censored"].astype(bool)]
+    targets = sorted(df.target.unique())
+    fig, axes = _figure(len(targets), 4.2, 3.5)
+    for ax, target in zip(axes, targets):
         for i, (K, sub) in enumerate(ok[ok.target == target].groupby("K")):
             x = xtransform(sub[xcol].to_numpy(float))
             order_ = np.argsort(x)
             x, sub = x[order_], sub.iloc[order_]
-            ax.loglog(x, sub["nfe_min"], linestyle="none", **{k: v for k, v in _style(i).items() if k != "linestyle"},
-                      label=f"K={int(K)}")
+            st = {k: v for k, v in _style(i).items() if k != "linestyle"}
+            label = f"K={int(K)}"
             if len(sub) >= 2:
                 f = linear_fit(np.log(x), np.log(sub["nfe_min"]), n_boot=0)
                 xs = np.array([x.min(), x.max()])
                 ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "-", color=GREYS[i % 4], linewidth=0.9)
-                _slope_line(ax, x, sub["nfe_min"], theory(K), None, ":")
-                ax.annotate(f"{f['coef'][0]:.2f} ({theory(K):.2f})", (x[-1], sub["nfe_min"].iloc[-1]), fontsize=6,
-                            xytext=(3, 0), textcoords="offset points")
-        ax.plot([], [], "-", color="0.3", label="fit")
-        ax.plot([], [], ":", color="0.5", label="theory slope")
-        ax.set_title(target, fontsize=9)
+                _slope_line(ax, x, sub["nfe_min"], theory(K), None, ":", color=GREYS[i % 4])
+                label += f": fit {f['coef'][0]:.2f}, theory {theory(K):.2f}"
+            ax.loglog(x, sub["nfe_min"], linestyle="none", label=label, **st)
+        c = cens[cens.target == target]
+        if len(c):
+            c = c.assign(_x=xtransform(c[xcol].to_numpy(float)))
+            _failures(ax, c, "_x", "censored at max_steps or failed")
+        ax.plot([], [], "-", color="0.3", label="least-squares fit")
+        ax.plot([], [], ":", color="0.5", label="theory slope (through the data)")
+        ax.set_title(target)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if xcol == "dim":
+            _plain_ticks(ax, df[df.target == target][xcol].unique())
         ax.set_xlabel(xlab)
         ax.set_ylabel("minimal NFE for TV + 2se $\\leq \\varepsilon$")
         ax.legend(loc="upper left")
-    fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    return _finish(fig, title, df, quick, path)
 
 
-def dimension(df, path):
-    _minimal_panels(df, "dim", "dimension $d$", lambda K: 1 + 2 / K, path,
-                    "Minimal NFE vs $d$ (labels: fitted slope (theory $1+2/K$))")
+@_with_rc
+def dimension(df, path=None, quick=False):
+    eps = ", ".join(f"{e:g}" for e in sorted(df.eps.unique()))
+    return _minimal_panels(df, "dim", "dimension $d$", lambda K: 1 + 2 / K,
+                           f"Minimal NFE vs d at ε = {eps} (theory slope 1 + 2/K)", quick, path)
 
 
-def epsilon(df, path):
-    _minimal_panels(df, "eps", "$1/\\varepsilon$", lambda K: 1 / K, path,
-                    "Minimal NFE vs $1/\\varepsilon$ (labels: fitted slope (theory $1/K$))", lambda e: 1 / e)
+@_with_rc
+def epsilon(df, path=None, quick=False):
+    return _minimal_panels(df, "eps", "$1/\\varepsilon$", lambda K: 1 / K,
+                           "Minimal NFE vs 1/ε (theory slope 1/K)", quick, path, lambda e: 1 / e)
 
 
-def refinement(df, path):
-    ok = df[(df.status == "ok") & (df.N != "paper")].copy()
+@_with_rc
+def refinement(df, path=None, quick=False):
+    ok = df[(df.status == "ok") & (df.N.astype(str) != "paper")].copy()
     ok["N"] = ok["N"].astype(int)
-    steps = sorted(ok.steps.unique())
-    fig, axes = plt.subplots(1, len(steps), figsize=(4.2 * len(steps), 3.3), squeeze=False)
-    for ax, S in zip(axes[0], steps):
+    steps = sorted(df.steps.unique())
+    fig, axes = _figure(len(steps), 4.2, 3.4)
+    for ax, S in zip(axes, steps):
         for i, (K, sub) in enumerate(ok[ok.steps == S].groupby("K")):
             sub = sub.sort_values("N")
             ax.semilogy(sub["N"], sub["coupling_rmse"], label=f"K={int(K)}", **_style(i))
-            paper = df[(df.K == K) & (df.steps == S) & (df.N == "paper") & (df.status == "ok")]
-            if len(paper):
-                ax.axvline(max(1, int(np.ceil(np.log(S)))), color="0.8", linewidth=0.6)
-        ax.set_title(f"{int(S)} steps (grey line: paper's N = ceil(log T))", fontsize=8)
+        ax.axvline(max(1, int(np.ceil(np.log(S)))), color="0.6", linewidth=0.8, linestyle="--",
+                   label=f"paper's N = ⌈log T⌉ = {max(1, int(np.ceil(np.log(S))))}")
+        _failures(ax, df[(df.steps == S) & (df.status != "ok") & (df.N.astype(str) != "paper")].astype({"N": int}), "N")
+        ax.set_title(f"{int(S)} steps")
         ax.set_xlabel("refinement sweeps $N$")
         ax.set_ylabel("pathwise RMS error")
-        ax.legend()
-    _save(fig, path)
+        ax.legend(loc="lower left")
+    return _finish(fig, "Error vs refinement sweeps N", df, quick, path)
 
 
-def score_error(df, path):
+@_with_rc
+def score_error(df, path=None, quick=False):
     ok = df[(df.status == "ok") & (df.score_eps > 0)]
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    fig, axes = _figure(1, 4.8, 3.6)
+    ax = axes[0]
     for i, (K, sub) in enumerate(ok.groupby("K")):
         sub = sub.sort_values("score_err")
         ax.loglog(np.sqrt(sub["score_err"]), sub["tv"], label=f"K={int(K)}", **_style(i))
@@ -132,30 +244,14 @@ def score_error(df, path):
         if len(floor):
             ax.axhline(float(floor.iloc[0]), color=GREYS[i % 4], linewidth=0.6, linestyle=":")
     x = np.sqrt(ok["score_err"])
-    _slope_line(ax, x[x > np.median(x)], ok["tv"][x > np.median(x)], 1.0, "slope 1")
-    ax.set_xlabel("realised score error $(\\overline{E|\\hat s - s|^2})^{1/2}$")
+    if len(x):
+        big = x > np.median(x)
+        _slope_line(ax, x[big], ok["tv"][big], 1.0, "theory: slope 1 (TV ∝ score error)")
+    ax.plot([], [], ":", color="0.4", label="exact-score floor (ε = 0), per K")
+    ax.set_xlabel("realised RMS score error $(\\overline{E|\\hat s - s|^2})^{1/2}$")
     ax.set_ylabel("TV$(p_\\mathrm{out}, q)$")
-    ax.set_title("Graceful degradation (dotted: exact-score floor)", fontsize=8)
-    ax.legend()
-    _save(fig, path)
-
-
-def samplers(df, path):
-    ok = df[df.status == "ok"].copy()
-    ok["label"] = ok.apply(_sampler_label, axis=1)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, metric, lab in zip(axes, ["tv", "coupling_rmse"], ["TV", "pathwise RMS error"]):
-        for i, (name, sub) in enumerate(ok.groupby("label", sort=True)):
-            sub = sub.sort_values("nfe")
-            sub = sub[sub[metric] > (3 * sub["tv_se"] if metric == "tv" else 1e-12)]
-            if len(sub):
-                ax.loglog(sub["nfe"], sub[metric], label=name, **_style(i))
-        ax.set_xlabel("NFE budget")
-        ax.set_ylabel(lab)
-        _plain_ticks(ax, sorted(ok["nfe_budget"].unique()))
-    axes[1].legend(fontsize=6, ncol=1, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle("Samplers at equal NFE (gmm-aniso, d = 8)", fontsize=9)
-    _save(fig, path)
+    ax.legend(loc="lower right")
+    return _finish(fig, "Graceful degradation with score error", df, quick, path)
 
 
 def _sampler_label(r):
@@ -165,29 +261,134 @@ def _sampler_label(r):
                 "unipc": "UniPC bh2 p=3", "unipc-bh1": "UniPC bh1 p=3", "deis": "DEIS-3 (log-rho)",
                 "deis-tab": "DEIS-3 tAB", "ipndm": "iPNDM", "heun": "Heun", "rk4": "RK4"}.get(r["sampler"], r["sampler"])
     sweep = "Jacobi" if r["sweep"] == "jacobi" else "Gauss-Seidel"
-    return f"HEROISM K={int(r['K'])} N={int(float(r['N']))} {r['nodes']} {sweep}"
+    nodes = r["nodes"]
+    if int(float(r["K"])) <= 3:
+        nodes = "equispaced = Chebyshev"   # Chebyshev-Lobatto with 2 or 3 nodes are the equispaced nodes
+    K, N = int(float(r["K"])), r["N"]
+    N = N if str(N) == "paper" else int(float(N))
+    return f"HEROISM K={K} N={N} {nodes} {sweep}"
 
 
-def _plain_ticks(ax, values):
-    """Label the x axis at the given values, without overlapping minor log-tick labels."""
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(values)
-    ax.set_xticklabels([f"{int(v)}" for v in values])
+@_with_rc
+def samplers(df, path=None, quick=False):
+    """TV (with 2 se error bars; hollow: not resolved, TV <= 3 se) and pathwise error at equal NFE
+    budgets; failed runs are crosses at the top edge."""
+    d = df.copy()
+    d["label"] = d.apply(_sampler_label, axis=1)
+    ok = d[d.status == "ok"]
+    fig, axes = _figure(2, 5.0, 4.2)
+    for ax, metric, lab in zip(axes, ["tv", "coupling_rmse"], ["TV (± 2 se)", "pathwise RMS error"]):
+        for i, (name, sub) in enumerate(ok.groupby("label", sort=True)):
+            sub = sub.drop_duplicates("nfe").sort_values("nfe")
+            st = _style(i)
+            if metric == "tv":
+                ax.errorbar(sub["nfe"], sub["tv"], yerr=2 * sub["tv_se"], capsize=1.5, elinewidth=0.6, label=name, **st)
+                weak = sub[sub["tv"] <= 3 * sub["tv_se"]]
+                ax.plot(weak["nfe"], weak["tv"], linestyle="none", marker="o", markersize=8, markerfacecolor="none",
+                        color="0.0", markeredgewidth=0.5)
+            else:
+                ax.plot(sub["nfe"], sub[metric], label=name, **st)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _failures(ax, d[d.status != "ok"].assign(nfe=d[d.status != "ok"]["nfe_budget"]), "nfe")
+        ax.set_xlabel("NFE budget")
+        ax.set_ylabel(lab)
+        _plain_ticks(ax, d["nfe_budget"].dropna().unique())
+    axes[0].plot([], [], "o", markersize=8, markerfacecolor="none", color="0.0", markeredgewidth=0.5,
+                 label="ringed: TV ≤ 3 se (not resolved)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6, frameon=False)
+    fig.subplots_adjust(bottom=0.35)
+    fig.suptitle("")
+    import matplotlib
+    with matplotlib.rc_context(RC):
+        fig.suptitle(f"Samplers at equal NFE budgets\n{context(df)}", fontsize=8)
+        if quick:
+            fig.text(0.005, 0.995, QUICK_BANNER, ha="left", va="top", fontsize=7, fontweight="bold",
+                     bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
+        rows = int(np.ceil(len(labels) / 3))
+        fig.tight_layout(rect=(0, min(0.5, 0.04 * rows + 0.02), 1, 0.9))
+        if path is not None:
+            from .sweep import write_atomic
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            write_atomic(path, buf.getvalue())
+    return fig
 
 
-def paper_schedule(df, path):
+@_with_rc
+def paper_schedule(df, path=None, quick=False, start_tv=None):
+    """TV vs T on the paper's schedule; `start_tv` {T: TV(N(0, I), q_{tau_T})} draws the floor the
+    Gaussian start sets by itself."""
     ok = df[df.status == "ok"]
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    for i, (K, sub) in enumerate(ok.groupby("K")):
-        sub = sub.sort_values("steps")
-        ax.loglog(sub["steps"] + 1, sub["tv"], label=f"K={int(K)}", **_style(i))
+    fig, axes = _figure(1, 5.0, 3.6)
+    ax = axes[0]
+    inits = sorted(ok.init.unique()) if "init" in ok else ["gaussian"]
+    i = 0
+    for init in inits:
+        curves = []                      # [(Ks, T, tv)], curves equal within 1% merged into one
+        for K, sub in ok[ok.init == init].groupby("K"):
+            sub = sub.sort_values("steps")
+            T, tv = (sub["steps"] + 1).to_numpy(), sub["tv"].to_numpy()
+            for c in curves:
+                if len(c[1]) == len(T) and np.all(c[1] == T) and np.all(np.abs(c[2] - tv) <= 0.01 * tv):
+                    c[0].append(int(K))
+                    break
+            else:
+                curves.append([[int(K)], T, tv])
+        for Ks, T, tv in curves:
+            who = f"K={Ks[0]}" if len(Ks) == 1 else " and ".join(f"K={k}" for k in Ks) + " (equal within 1%)"
+            ax.loglog(T, tv, label=f"{who}, {'N(0, I)' if init == 'gaussian' else 'exact'} start", **_style(i))
+            i += 1
+    if start_tv:
+        T = sorted(start_tv)
+        ax.loglog(T, [start_tv[t] for t in T], "k-", linewidth=6, alpha=0.18, zorder=0,
+                  label="TV of the N(0, I) start alone (wide grey band)")
+    _failures(ax, df[df.status != "ok"].assign(T=df[df.status != "ok"]["steps"] + 1), "T")
     ax.set_xlabel("$T$ (schedule points)")
-    _plain_ticks(ax, sorted(ok["steps"].unique() + 1))
+    _plain_ticks(ax, sorted(df["steps"].unique() + 1))
     ax.set_ylabel("TV$(p_\\mathrm{out}, q_{\\tau_1})$")
-    ax.set_title("Paper's schedule, Gaussian start, N = ceil(log T)", fontsize=8)
-    ax.legend()
-    _save(fig, path)
+    ax.legend(loc="upper right", ncol=1)
+    return _finish(fig, "The paper's schedule, N = ⌈log T⌉", df, quick, path)
+
+
+@_with_rc
+def generic(df, path=None, quick=False):
+    """Any study: the first available error (TV, else pathwise error, else KL) vs NFE, one line per
+    configuration (sampler and its parameters, target, d), failures as crosses."""
+    metric = next((m for m in ("tv", "coupling_rmse", "kl", "w2") if m in df and df[m].notna().any()), None)
+    keys = [k for k in ("target", "dim", "sampler", "K", "N", "nodes", "sweep", "sampler_args", "score_eps", "init")
+            if k in df and df[k].nunique() > 1]
+    fig, axes = _figure(1, 5.6, 3.8)
+    ax = axes[0]
+    ok = df[df.status == "ok"]
+    if metric is not None:
+        groups = ok.groupby(keys, dropna=False) if keys else [((), ok)]
+        for i, (vals, sub) in enumerate(groups):
+            vals = vals if isinstance(vals, tuple) else (vals,)
+            name = ", ".join(f"{k}={v}" for k, v in zip(keys, vals)) or str(df["sampler"].iloc[0])
+            sub = sub.sort_values("nfe")
+            if metric == "tv":
+                ax.errorbar(sub["nfe"], sub["tv"], yerr=2 * sub["tv_se"], capsize=1.5, elinewidth=0.6, label=name,
+                            **_style(i))
+            else:
+                ax.plot(sub["nfe"], sub[metric], label=name, **_style(i))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    x = "nfe" if "nfe" in df else "steps"
+    _failures(ax, df[(df.status != "ok") & df[x].notna()], x)
+    ax.set_xlabel("score evaluations (NFE)")
+    ax.set_ylabel({"tv": "TV (± 2 se)", "coupling_rmse": "pathwise RMS error", "kl": "KL", "w2": "W2"}.get(metric, "—"))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=6)
+    name = str(df["study"].iloc[0]) if "study" in df and len(df) else "study"
+    return _finish(fig, f"{name}: error vs NFE", df, quick, path)
 
 
 FIGURES = {"order": order, "dimension": dimension, "epsilon": epsilon, "refinement": refinement,
            "score_error": score_error, "samplers": samplers, "paper_schedule": paper_schedule}
+
+
+def figure_for(name):
+    """The figure function of a built-in study, else `generic`."""
+    return FIGURES.get(name, generic)

@@ -40,11 +40,28 @@ def study_files(studies_dir=None):
 
 
 def load(out):
+    """{study name: rows} for every study CSV in `out` (the files `run` writes: they have the
+    columns study and status; derived tables such as exponents.csv do not)."""
     out = pathlib.Path(out)
-    frames = {p.stem: pd.read_csv(p) for p in out.glob("*.csv") if p.stem in plots.FIGURES}
+    if not out.is_dir():
+        raise ValueError(f"dir: no folder {str(out)!r}; give the output folder of `run` or `reproduce` "
+                         "(e.g. results, results-quick or the --out you gave)")
+    frames = {}
+    for p in sorted(out.glob("*.csv")):
+        try:
+            head = pd.read_csv(p, nrows=0).columns
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            continue
+        if {"study", "status"} <= set(head):
+            frames[p.stem] = pd.read_csv(p)
     if not frames:
-        raise ValueError(f"out: no study CSVs in {out}")
+        raise ValueError(f"dir: no study CSVs in {str(out)!r} (files written by `run` or `reproduce`)")
     return frames
+
+
+def is_quick(frames):
+    """True when any row was computed with --quick."""
+    return any("quick" in df and df["quick"].fillna(False).astype(bool).any() for df in frames.values())
 
 
 def fit(out):
@@ -60,19 +77,35 @@ def fit(out):
         tables["refinement_fit"] = fits.refinement_table(f["refinement"])
     if "score_error" in f:
         tables["score_error_fit"] = fits.score_error_table(f["score_error"])
+    for name, df in f.items():
+        if name not in plots.FIGURES:
+            tables[f"{name}_fit"] = fits.generic_table(df)
     for name, t in tables.items():
         sweep.write_atomic(out / f"{name}.csv", t.to_csv(index=False))
     return tables
 
 
 def plot(out):
+    """Draw every study's figure into `out` (built-in studies their own, any other the generic
+    error-vs-NFE figure); returns the paths."""
     out = pathlib.Path(out)
+    frames = load(out)
+    quick = is_quick(frames)
     written = []
-    for name, df in load(out).items():
+    for name, df in frames.items():
         path = out / f"{name}.png"
-        plots.FIGURES[name](df, path)
+        if name == "paper_schedule":
+            plots.paper_schedule(df, path, quick, start_tv=_start_tvs(df))
+        else:
+            plots.figure_for(name)(df, path, quick)
         written.append(path)
     return written
+
+
+def _start_tvs(df):
+    first = df.iloc[0]
+    return {int(T) + 1: initial_tv(first.target, int(first.dim), int(first.target_seed), int(T) + 1)
+            for T in sorted(df.steps.unique())}
 
 
 def baseline(out, jobs=1):
@@ -112,16 +145,82 @@ def _fmt(v, spec=".3g"):
     return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
 
+def _num(v):
+    """1.0 -> '1', 'paper' -> 'paper' (CSV columns mix numbers and words)."""
+    try:
+        f = float(v)
+        return str(int(f)) if f.is_integer() else str(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _order_cell(r, metric):
+    if r.get(metric + "_order") is None or not np.isfinite(r.get(metric + "_order", np.nan)):
+        return "not fitted: fewer than 3 resolved points"
+    return _with_ci(r, metric)
+
+
+def _init_text(df):
+    inits = sorted(df["init"].unique()) if "init" in df else ["exact"]
+    return " and ".join("x_in drawn exactly from q_τ at the first noise level" if i == "exact"
+                        else "x_in drawn from N(0, I) (the paper's start)" for i in inits)
+
+
+def _failed_section(frames):
+    """Every group of failed runs (study, sampler configuration, reason) with its count."""
+    lines = []
+    for name, df in frames.items():
+        bad = df[df.status != "ok"]
+        if not len(bad):
+            continue
+        keys = [k for k in ("target", "dim", "sampler", "K", "N", "nodes", "sweep") if k in bad]
+        reason = bad["error"].fillna("").astype(str).str.replace(r"step \d+ \(tau [^)]*\): ", "", regex=True)
+        reason = reason.str.replace(r" at sample \d+", "", regex=True)
+        g = bad.assign(reason=reason).groupby(keys + ["reason"], dropna=False)
+        for vals, sub in g:
+            cfg = ", ".join(f"{k}={_num(v)}" for k, v in zip(keys, vals[:-1]) if str(v) not in ("nan", "None"))
+            where = ", ".join(f"{int(s)}" for s in sorted(sub["steps"].dropna().unique())) if "steps" in sub else ""
+            lines.append(f"| {name} | {cfg} | {len(sub)} | {where} | {vals[-1]} |")
+    if not lines:
+        return ["## Failed runs", "", "None.", ""]
+    return (["## Failed runs", "", "Every failed run, grouped by configuration and reason (a folded map: the "
+             "discrete map's Jacobian determinant is ≤ 0 at some sample, so the change of variables fails; the "
+             "sampler is too coarse there). Failures are results: they are drawn as crosses in the figures.", "",
+             "| study | configuration | runs | at steps | reason |", "|---|---|---|---|---|"] + lines + [""])
+
 def summary(out, quick, elapsed):
     out = pathlib.Path(out)
     f = load(out)
     t = fit(out)
-    lines = [f"# theory-check results{' (quick)' if quick else ''}", "",
+    lines = [f"# theory-check results{' (quick)' if quick else ''}", ""]
+    if quick:
+        lines += ["> **QUICK RUN (`--quick`): a smoke test of the pipeline in small configurations, not evidence.** "
+                  "Sample sizes, step ranges and dimensions are cut; the fitted exponents and orders below are not "
+                  "to be cited. The committed `results/` are the full run.", ""]
+    lines += [
              f"Regenerated by `theory-check reproduce{' --quick' if quick else ''}` on "
              f"{datetime.date.today().isoformat()}: the runs took {sum(d['wall_time'].sum() for d in f.values()) / 60:.0f} "
              f"core-minutes (sum of their wall times; rows already in the run cache are reused), this invocation "
              f"{elapsed / 60:.1f} min; package {__version__}, "
              f"commit {sweep.git_commit()[:12]}, numerics source hash {sweep.source_hash()}. Do not edit by hand.", ""]
+    n_runs = sum(len(d) for d in f.values())
+    n_failed = sum(int((d.status != "ok").sum()) for d in f.values())
+    lines += ["## How to read these numbers", "",
+              "- **TV and KL** are of the sampler's output law p_out against the exact marginal q at the last noise "
+              "level, by the change of variables: x_in is drawn from a known law, log p_out(x_out) = log p_in(x_in) − "
+              "log|det ∂x_out/∂x_in| (the exact log-determinant of the discrete map), w = q/p_out, TV = mean((1 − w)₊), "
+              "KL = −mean(log w). Both are Monte-Carlo means over the n samples of a run, with standard errors "
+              "se = std/√n; TV is resolved (distinguishable from 0) where TV > 3 se.",
+              "- **Pathwise RMS error** = √(mean over samples of |x_out − Φ(x_in)|²), Φ the DOP853 reference flow "
+              "(rtol 1e-10); an upper bound on W2(p_out, p_ref).",
+              "- **Realised score error** (score_error) = mean over all score evaluations of a run, and over the "
+              "samples of each, of |ŝ − s|² at the points the sampler visited.",
+              "- **Minimal NFE** = the fewest score evaluations with TV + 2 se ≤ ε, found by doubling steps and "
+              "bisection to 3%; a search that exceeds max_steps is censored and left out of fits.",
+              "- **Orders** are −slopes of log error vs log NFE; exponents are slopes of log minimal NFE; 95% CIs from "
+              "a pairs bootstrap (2000 resamples), which treats each run as one point (its Monte-Carlo error is "
+              "smaller than the scatter of the points).",
+              f"- {n_runs} runs in all, {n_failed} failed (listed under Failed runs).", ""]
     if "exponents" in t and len(t["exponents"]):
         e = t["exponents"]
         lines += ["## Exponents of the minimal NFE (TV + 2 se ≤ ε), HEROISM with N = K", "",
@@ -144,50 +243,80 @@ def summary(out, quick, elapsed):
     lines += ["## What each study measured", ""]
     if "orders" in t:
         o = t["orders"]
-        lines += ["### order", "", "HEROISM on gmm-aniso (d = 4, log-SNR schedule τ from 0.999 to 1e-3). Measured order "
-                  "= −slope of log error vs log NFE over the last four resolved points; expected "
-                  "p = min(N+1, q_K), q_K = K (even) or K+1 (odd).", ""]
+        lines += ["### order", "", f"HEROISM on gmm-aniso (d = 4, log-SNR schedule τ from 0.999 to 1e-3); "
+                  f"{_init_text(f['order'])}. Measured order = −slope of log error vs log NFE over the last four "
+                  "resolved points; expected p = min(N+1, q_K), q_K = K (even) or K+1 (odd) (theory of the "
+                  "interpolation; the paper's theorem claims order K).", ""]
         lines += _md_table(["K", "N", "expected p", "order from TV [95% CI]", "order from pathwise error [95% CI]"],
-                           [[r.K, r.N, r.expected, _with_ci(r, "tv"), _with_ci(r, "coupling_rmse")] for _, r in o.iterrows()])
+                           [[r.K, r.N, r.expected, _order_cell(r, "tv"), _order_cell(r, "coupling_rmse")]
+                            for _, r in o.iterrows()])
     if "dimension" in f:
         d = f["dimension"]
         cens = int(d["censored"].astype(bool).sum())
-        lines += ["### dimension", "", f"Minimal NFE for TV + 2se ≤ {d.eps.iloc[0]:g} on gmm-iso (structured Jacobian, "
+        lines += ["### dimension", "", f"{_init_text(d)}. Minimal NFE for TV + 2se ≤ {d.eps.iloc[0]:g} on gmm-iso (structured Jacobian, "
                   f"d {int(d[d.target == 'gmm-iso'].dim.min())}–{int(d[d.target == 'gmm-iso'].dim.max())}) and gmm-aniso (full "
                   f"Jacobian, d {int(d[d.target == 'gmm-aniso'].dim.min())}–{int(d[d.target == 'gmm-aniso'].dim.max())}); "
                   f"{len(d)} searches, {cens} censored at max_steps. Exponents in the table above (law d).", ""]
     if "epsilon" in f:
         d = f["epsilon"]
-        lines += ["### epsilon", "", f"Minimal NFE vs ε ∈ [{d.eps.min():g}, {d.eps.max():g}] at d = {int(d.dim.iloc[0])}; "
+        lines += ["### epsilon", "", f"{_init_text(d)}. Minimal NFE vs ε ∈ [{d.eps.min():g}, {d.eps.max():g}] at d = {int(d.dim.iloc[0])}; "
                   f"{int(d['censored'].astype(bool).sum())} of {len(d)} searches censored (K = 1 needs ~1/ε steps). "
                   "Exponents above (law eps); the joint law combines both studies.", ""]
     if "refinement_fit" in t:
         r = t["refinement_fit"]
-        lines += ["### refinement", "", "Smallest N whose pathwise error is within 10% of the most refined run, against the "
-                  "paper's N = ⌈log T⌉:", ""]
+        lines += ["### refinement", "", f"{_init_text(f['refinement'])}. Smallest N whose pathwise error is within 10% "
+                  "of the most refined run (N = 10), against the paper's N = ⌈log T⌉:", ""]
         lines += _md_table(["K", "steps", "N sufficient", "paper's N", "error N=0", "error N=max", "error paper N"],
                            [[int(x.K), int(x.steps), int(x.N_sufficient), int(x.N_paper), _fmt(x.error_N0),
                              _fmt(x.error_at_N_max), _fmt(x.error_paper)] for _, x in r.iterrows()])
+        rf = f["refinement"]
+        rf = rf[(rf.status == "ok") & (rf.N.astype(str) != "paper")].assign(Ni=lambda d: d.N.astype(int))
+        notes = []
+        for (K, S), sub in rf.groupby(["K", "steps"]):
+            sub = sub.sort_values("Ni")
+            i_min = sub["coupling_rmse"].idxmin()
+            e_min, n_min, e_last = sub.loc[i_min, "coupling_rmse"], sub.loc[i_min, "Ni"], sub["coupling_rmse"].iloc[-1]
+            if e_last > 1.1 * e_min:
+                notes.append(f"K = {int(K)}, {int(S)} steps: minimum {e_min:.3g} at N = {n_min}, {e_last:.3g} at "
+                             f"N = {int(sub['Ni'].iloc[-1])} ({e_last / e_min:.2f}×)")
+        if notes:
+            lines += ["Non-monotone in N: " + "; ".join(notes) + ". The sweeps converge to the fixed point of the "
+                      "K-point collocation step, whose error is what remains at large N; a partly refined iterate "
+                      "can be closer to the exact flow when its iteration error and the collocation error have "
+                      "opposite signs. So the minimum is a cancellation, not a better method: the N = 10 value is "
+                      "the converged scheme's error.", ""]
     if "score_error_fit" in t:
         r = t["score_error_fit"]
-        lines += ["### score_error", "", "TV with perturbed scores ŝ = s + ε τ^(−1/2) h(x): exact-score floor and the slope of "
-                  "log TV vs log (realised RMS score error) where the score error dominates:", ""]
+        lines += ["### score_error", "", f"{_init_text(f['score_error'])}. TV with perturbed scores "
+                  "ŝ = s + ε τ^(−1/2) h(x): exact-score floor and the slope of log TV vs log (realised RMS score "
+                  "error) where the score error dominates (TV ≥ 3× the floor). Theory: TV grows linearly in the "
+                  "score error (slope 1; Li, Zhou, Wei & Chen 2025, the score-error term of the theorem).", ""]
         lines += _md_table(["K", "TV floor (ε = 0)", "slope [95% CI]", "points"],
                            [[int(x.K), _fmt(x.tv_floor), f"{_fmt(x.get('slope'), '.2f')} [{_fmt(x.get('ci_lo'), '.2f')}, "
                              f"{_fmt(x.get('ci_hi'), '.2f')}]", int(x.n_dominated)] for _, x in r.iterrows()])
     if "samplers" in f:
         s = f["samplers"]
         ok = s[s.status == "ok"]
-        lines += ["### samplers", "", "Most accurate sampler (lowest TV) at each NFE budget, gmm-aniso d = 8:", "",
-                  "| NFE budget | best | TV | runner-up | TV |", "|---|---|---|---|---|"]
+        lines += ["### samplers", "", f"gmm-aniso, d = 8, log-SNR schedule, {_init_text(s)}. At each NFE budget every "
+                  "sampler takes as many steps as the budget allows. Ranked by TV (lower is better); HEROISM's "
+                  "best configuration and its rank among all configurations that ran (failed runs rank last):", "",
+                  "| NFE budget | best | TV ± se | runner-up | TV ± se | best HEROISM | TV ± se | its rank |",
+                  "|---|---|---|---|---|---|---|---|"]
+
+        def _name(r):
+            return r["sampler"] if r["sampler"] != "heroism" else \
+                f"heroism K={_num(r['K'])} N={_num(r['N'])} {r['nodes']}/{r['sweep']}"
         for b, sub in ok.groupby("nfe_budget"):
-            sub = sub.sort_values("tv")
-            name = sub.apply(lambda r: r["sampler"] if r["sampler"] != "heroism" else
-                             f"heroism K={int(r['K'])} N={r['N']} {r['nodes']}/{r['sweep']}", axis=1).tolist()
-            tv = sub["tv"].tolist()
-            lines.append(f"| {int(b)} | {name[0]} | {tv[0]:.2e} | {name[1] if len(name) > 1 else '—'} | "
-                         f"{_fmt(tv[1] if len(tv) > 1 else None, '.2e')} |")
-        lines += ["", f"{int((s.status != 'ok').sum())} runs failed (map folded at too few steps; recorded, not plotted).", ""]
+            sub = sub.sort_values("tv").reset_index(drop=True)
+            total = int((s.nfe_budget == b).sum())
+            names = sub.apply(_name, axis=1).tolist()
+            her = sub[sub.sampler == "heroism"]
+            hcell = (f"{names[her.index[0]]} | {her.tv.iloc[0]:.2e} ± {her.tv_se.iloc[0]:.0e} | {her.index[0] + 1} of {total}"
+                     if len(her) else "— | — | all HEROISM runs failed")
+            lines.append(f"| {int(b)} | {names[0]} | {sub.tv[0]:.2e} ± {sub.tv_se[0]:.0e} | "
+                         f"{names[1] if len(names) > 1 else '—'} | "
+                         f"{(f'{sub.tv[1]:.2e} ± {sub.tv_se[1]:.0e}') if len(sub) > 1 else '—'} | {hcell} |")
+        lines += ["", f"{int((s.status != 'ok').sum())} runs failed (listed under Failed runs; crosses in the figure).", ""]
     if "paper_schedule" in f:
         p = f["paper_schedule"]
         lines += ["### paper_schedule", "", "The paper's schedule (c0 = 2, c1 = 4), N(0, I) start, N = ⌈log T⌉: TV against "
@@ -203,6 +332,7 @@ def summary(out, quick, elapsed):
             for T in sorted(p.steps.unique())) + " |")
         lines += ["", "The last row is the error of the Gaussian start alone (Monte Carlo, 10⁵ draws, closed-form "
                   "densities): where the K ≥ 2 rows meet it, the start, not the discretisation, limits the accuracy.", ""]
+    lines += _failed_section(f)
     lines += ["Figures: " + ", ".join(f"`{n}.png`" for n in sorted(f)) + ". Tidy rows with provenance: `<study>.csv`.", ""]
     sweep.write_atomic(out / "SUMMARY.md", "\n".join(lines))
 
