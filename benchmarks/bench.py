@@ -26,8 +26,11 @@ import tracemalloc
 import numpy as np
 from scipy import special
 
+import theory_check
 from theory_check import kernels, schedules, sweep, targets
 from theory_check.samplers import Heroism
+
+theory_check.tune_process()      # the settings the CLI and the sweep workers use (README, Performance)
 
 
 def best_of(fn, repeat=5):

@@ -156,3 +156,11 @@ def test_cost_orders_longer_runs_first():
     assert runs.cost(runs.normalise(dict(base, steps=16))) == 2 * runs.cost(base)
     assert runs.cost(runs.normalise(dict(base, K=3))) > runs.cost(base)
     assert runs.cost(runs.normalise(dict(base, sampler="rk4"))) == 4 * runs.cost(runs.normalise(dict(base, sampler="ddim")))
+
+
+def test_the_run_key_ignores_documentation_but_not_code():
+    src = 'def f(x):\n    """Doc."""\n    # why\n    return x + 1\n'
+    doc = 'def f(x):\n    """Another doc."""\n    return x + 1  # other comment\n'
+    code = 'def f(x):\n    """Doc."""\n    return x + 2\n'
+    assert sweep.code_fingerprint(src) == sweep.code_fingerprint(doc)
+    assert sweep.code_fingerprint(src) != sweep.code_fingerprint(code)

@@ -1,26 +1,32 @@
-"""theory-check: a numerical verification harness for fast diffusion samplers (HEROISM et al.)."""
+"""theory-check: a numerical verification harness for fast diffusion samplers (HEROISM et al.).
+
+Importing the package changes nothing in the process: `tune_process()` (called by the command
+line, the sweep workers and the benchmarks) applies the two process-wide settings that make the
+samplers fast on Linux; a library user may call it too.
+"""
 
 import os
 
 __version__ = "0.1.0"
 
-# Samplers alternate Numba kernels (GNU OpenMP threads) with NumPy BLAS calls (OpenBLAS threads).
-# libgomp's threads spin for 300000 iterations after each parallel region by default and take the
-# cores from OpenBLAS's threads, and the other way round: a full-Jacobian HEROISM run at d = 128
-# took 4.6 s that way and 0.74 s with a short spin (measured; results are unchanged). The runtime
-# reads this when Numba first starts its thread pool, after this import; a value set by the user wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+__all__ = ["samplers", "schedules", "targets", "sample", "Result", "tune_process", "__version__"]
 
 
-def _keep_freed_memory():
-    """Let glibc's malloc keep freed blocks for reuse instead of returning them to the system.
+def tune_process():
+    """Process-wide settings for speed (results do not change), applied once:
 
-    By default it serves blocks above a (dynamic) threshold by fresh mmaps and trims free memory
-    at the top of the heap, so a sampler's next score output or node array of the same size lands
-    on pages the kernel must map and zero again: 512 page faults per 2 MiB array, ~400 us, as much
-    as 70% of the score evaluation that writes it (measured, HEROISM K = 4, d = 64). Blocks up to
-    32 MiB (glibc's maximum threshold) now come from the heap, and up to 1 GiB of free heap is kept.
-    Other platforms keep their allocator's behaviour."""
+    * GOMP_SPINCOUNT=3000 unless set: samplers alternate Numba kernels (GNU OpenMP threads) with
+      NumPy BLAS calls (OpenBLAS threads); libgomp's threads spin for 300000 iterations after each
+      parallel region by default and take the cores from OpenBLAS's threads, and the other way
+      round: a full-Jacobian HEROISM run at d = 128 took 4.6 s that way and 0.74 s with a short
+      spin (measured). Numba reads it when it first starts its thread pool.
+    * glibc's malloc keeps freed blocks for reuse (mallopt: blocks up to 32 MiB from the heap, up to
+      1 GiB of free heap kept) instead of returning them to the system: otherwise each new 2 MiB
+      score output is first-touched again, 512 page faults, ~400 us, up to 70% of the evaluation
+      that writes it (measured, HEROISM K = 4, d = 64). The price: resident memory stays near its
+      peak. Other platforms keep their allocator's behaviour.
+    """
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
     import ctypes
     import sys
     if not sys.platform.startswith("linux"):
@@ -33,8 +39,6 @@ def _keep_freed_memory():
     mallopt(M_MMAP_THRESHOLD, 32 << 20)
     mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
-
-_keep_freed_memory()
 
 from . import samplers, schedules, targets  # noqa: E402,F401
 from .sampling import Result, sample  # noqa: E402,F401

@@ -14,6 +14,8 @@ import numpy as np
 from . import __version__, checks, runs, samplers, targets
 from .sweep import SweepError
 
+__all__ = ["main", "parser"]
+
 
 # `check` thresholds: central differences with h = 1e-3 sqrt(tau) have relative error ~h^2 times
 # the ratio of third to first derivatives, ~1e-6 on these targets; the sample mean of n exact draws
@@ -268,6 +270,8 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    from . import tune_process
+    tune_process()
     # like `python -m`: a user's module named as "module:attr" is found in the working directory
     if "" not in sys.path and str(pathlib.Path.cwd()) not in sys.path:
         sys.path.insert(0, str(pathlib.Path.cwd()))

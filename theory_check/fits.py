@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+__all__ = ["linear_fit", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "generic_table"]
+
 N_BOOT = 2000
 
 

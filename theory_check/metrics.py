@@ -52,6 +52,18 @@ def log_ratio(target, result):
 def tv_kl(target, result):
     """TV(p_out, q) and KL(p_out || q) with Monte-Carlo standard errors (change of variables).
 
+    Parameters
+    ----------
+    target : targets.Target
+        Supplies log q at taus[-1].
+    result : sampling.Result
+        A run made with a Jacobian mode (it carries the log-determinant).
+
+    Returns
+    -------
+    TVKL
+        tv, tv_se, kl, kl_se (standard errors std / sqrt(n)) and n.
+
     Assumes the sampler's map is injective, so that p_out(x_out) = p_in(x_in) / |det|: the
     samplers check det > 0 at every sample (a fold there raises), which does not prove the map
     injective away from the samples. Needs the target's `log_density`."""
@@ -110,7 +122,18 @@ def w2_report(target, result, method="exact", seed=0, **kw):
 
 
 def coupling_rmse(result, reference_x):
-    """sqrt(E |x_out - Phi_ref(x_in)|^2): pathwise error, an upper bound on W2(p_out, p_ref)."""
+    """sqrt(E |x_out - Phi_ref(x_in)|^2): pathwise error, an upper bound on W2(p_out, p_ref).
+
+    Parameters
+    ----------
+    result : sampling.Result
+    reference_x : ndarray (n, d)
+        The reference flow's image of result.x_in (e.g. `samplers.Reference().run(...).x`).
+
+    Returns
+    -------
+    float
+    """
     reference_x = checks.array(reference_x, "reference_x", shape=result.x_out.shape)
     return float(np.sqrt(np.mean(np.sum((result.x_out - reference_x) ** 2, axis=1))))
 

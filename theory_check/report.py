@@ -10,6 +10,8 @@ import pandas as pd
 
 from . import __version__, fits, plots, runs, schedules, sweep, targets
 
+__all__ = ["reproduce", "fit", "plot", "summary", "baseline", "load", "is_quick", "study_files", "initial_tv", "BASELINE_SPECS"]
+
 # The repository's studies/ (editable install or source checkout), else ./studies.
 STUDIES_DIR = next((d for d in (sweep.PACKAGE_DIR.parent / "studies", pathlib.Path("studies")) if d.is_dir()),
                    sweep.PACKAGE_DIR.parent / "studies")

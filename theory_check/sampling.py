@@ -44,7 +44,27 @@ def initial(target, tau, n, init, rng):
 def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
     """Run `sampler` on `n` draws from the initial law at taus[0].
 
-    init="exact" draws x_in from q_{taus[0]}; init="gaussian" from N(0, I) (the paper's setting).
+    Parameters
+    ----------
+    target : targets.Target
+    sampler : samplers.Sampler
+    taus : array_like
+        Strictly decreasing noise levels in (0, 1).
+    n : int
+        Number of samples.
+    init : {"exact", "gaussian"}
+        "exact" draws x_in from q_{taus[0]} (needs the target's `sample` and `log_density`);
+        "gaussian" from N(0, I), the setting of Li, Zhou, Wei & Chen, "Faster Diffusion Models via
+        Higher-Order Approximation", arXiv:2506.24042 (2025).
+    seed : int
+        Seed of x_in; the same seed gives the same numbers.
+    jacobian : {"none", "full", "structured"}
+        A Jacobian mode gives the log-determinant that `metrics.tv_kl` needs.
+
+    Returns
+    -------
+    Result
+        x_in, log p_in(x_in), x_out, logdet, nfe, taus, and provenance.
 
     Examples
     --------

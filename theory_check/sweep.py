@@ -27,6 +27,7 @@ Guarantees (tests in tests/test_sweep.py):
   sweep on the same folder refuses with a clear message.
 """
 
+import ast
 import concurrent.futures as cf
 import contextlib
 import errno
@@ -51,6 +52,10 @@ from . import __version__, checks, runs
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
 
+__all__ = ["SweepError", "NUMERIC_MODULES", "source_hash", "code_fingerprint", "user_source_hash", "git_commit",
+           "load_study", "run_key", "write_atomic", "read_row", "locked", "run_study", "MAX_RUNS", "MAX_NAME"]
+
+
 class SweepError(RuntimeError):
     """A sweep could not proceed (output folder locked, unwritable, ...)."""
 
@@ -65,12 +70,26 @@ def _module_files(name):
     return sorted(p.glob("*.py")) if p.is_dir() else [PACKAGE_DIR / f"{name}.py"]
 
 
+def code_fingerprint(source):
+    """The code of a module without its docstrings and comments (its AST), so that editing the
+    documentation keeps the run cache while any change of the code invalidates it."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
 def source_hash():
-    """SHA-256 of the numerical modules' source (a subpackage: all its files)."""
+    """SHA-256 of the numerical modules' code (a subpackage: all its files), docstrings and
+    comments excluded (`code_fingerprint`)."""
     h = hashlib.sha256()
     for p in [f for m in NUMERIC_MODULES for f in _module_files(m)]:
         h.update(str(p.relative_to(PACKAGE_DIR)).encode())
-        h.update(p.read_bytes())
+        h.update(code_fingerprint(p.read_text()).encode())
     return h.hexdigest()[:16]
 
 
@@ -279,6 +298,8 @@ def _init_worker(parent_pid):
     import numba
     numba.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from . import tune_process
+    tune_process()
     if sys.platform.startswith("linux"):
         try:        # the kernel sends SIGKILL when the parent dies
             import ctypes
@@ -378,7 +399,7 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
         try:
             for k, row in _compute(pending, jobs, executor, scheduler):
                 row = dict(row, study=name, run_key=k, config_hash=cfg_hash, version=__version__,
-                           source_hash=src, git_commit=commit)
+                           source_hash=src, git_commit=commit, quick=bool(quick))
                 _write(rundir / f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
                 failed += row["status"] != "ok"
                 bar.update(1)
