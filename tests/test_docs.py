@@ -6,8 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["theory_check.samplers", "theory_check.samplers.base", "theory_check.samplers.functional",
-           "theory_check.samplers.heroism", "theory_check.targets", "theory_check.sampling", "theory_check.metrics",
-           "theory_check.schedules"]
+           "theory_check.samplers.heroism", "theory_check.samplers.multistep", "theory_check.targets",
+           "theory_check.sampling", "theory_check.metrics", "theory_check.schedules", "theory_check.checks",
+           "theory_check.fits", "theory_check.runs"]
 
 
 @pytest.mark.parametrize("name", MODULES)

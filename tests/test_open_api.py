@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import fd_jacobian
+from test_samplers import Counting
 from theory_check import cli, metrics, runs, sample, schedules, sweep, targets
 from theory_check import samplers as S
 
@@ -111,19 +112,6 @@ def test_nfe_per_step_and_budget():
 
 
 # -- counting, independently of the samplers' own bookkeeping --------------------------------------
-
-class Counting(targets.Target):
-    def __init__(self, base):
-        self.base, self.dim, self.active_basis, self.calls = base, base.dim, base.active_basis, 0
-
-    def _eval(self, x, tau, want_jac):
-        self.calls += 1
-        return self.base._eval(x, tau, want_jac)
-
-    def _structured(self, x, tau, Q):
-        self.calls += 1
-        return self.base._structured(x, tau, Q)
-
 
 def _euler(model, x, sigmas):
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):

@@ -9,7 +9,11 @@ __all__ = ["array", "batch", "tau", "integer", "positive", "probability_vector",
 
 
 def show(value):
-    """A value for an error message: NumPy scalars as plain numbers (1.1, not np.float64(1.1))."""
+    """A value for an error message: NumPy scalars as plain numbers (1.1, not np.float64(1.1)).
+
+    >>> show(np.float64(1.1))
+    '1.1'
+    """
     if isinstance(value, np.generic):
         value = value.item()
     return repr(value)
@@ -19,6 +23,25 @@ def array(value, name, ndim=None, shape=None, finite=True):
     """`value` as a float64 array, checked for dimensionality, shape and finiteness.
 
     `shape` may contain None for a free axis.
+
+    Parameters
+    ----------
+    value : array_like
+    name : str
+        The parameter's name, for the error message.
+    ndim : int, optional
+    shape : tuple of (int or None), optional
+    finite : bool
+        Refuse NaN and inf.
+
+    Returns
+    -------
+    ndarray (float64)
+
+    Raises
+    ------
+    ValueError
+        Naming `name`: complex or non-numeric values, wrong dimensions or shape, NaN or inf.
     """
     if np.iscomplexobj(value):
         raise ValueError(f"{name} must be real, got complex values")
@@ -43,7 +66,11 @@ TAU_MIN = 1e-12
 
 
 def batch(x, dim, name="x"):
-    """A batch of points: float64 array of shape (n, dim), n >= 1, finite, |entries| <= MAX_ABS."""
+    """A batch of points: float64 array of shape (n, dim), n >= 1, finite, |entries| <= MAX_ABS.
+
+    >>> batch([[0.0, 1.0]], 2).shape
+    (1, 2)
+    """
     arr = array(x, name, ndim=2)
     if arr.shape[1] != dim:
         raise ValueError(f"{name} must have shape (n, {dim}), got {arr.shape}")
@@ -55,7 +82,11 @@ def batch(x, dim, name="x"):
 
 
 def tau(value, name="tau"):
-    """A noise level in the open interval (0, 1)."""
+    """A noise level in [TAU_MIN, 1) as a float (below TAU_MIN the score's scale leaves float64).
+
+    >>> tau(np.float64(0.25))
+    0.25
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
         arr = np.asarray(value)
         if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
@@ -71,6 +102,11 @@ def tau(value, name="tau"):
 
 
 def integer(value, name, minimum=None):
+    """`value` as an int (bools and floats refused), at least `minimum`; ValueError naming `name`.
+
+    >>> integer(np.int64(3), "K", minimum=1)
+    3
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise ValueError(f"{name} must be an integer, got {show(value)}")
     v = int(value)
@@ -80,6 +116,7 @@ def integer(value, name, minimum=None):
 
 
 def positive(value, name, allow_zero=False):
+    """`value` as a finite float > 0 (>= 0 with allow_zero); ValueError naming `name`."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -91,6 +128,7 @@ def positive(value, name, allow_zero=False):
 
 
 def probability_vector(w, name="weights"):
+    """A 1-D array of positive numbers summing to 1 (to 1e-10); ValueError naming `name`."""
     w = array(w, name, ndim=1)
     if w.size == 0:
         raise ValueError(f"{name} must not be empty")
@@ -116,7 +154,9 @@ def mixture(weights, means):
 
 
 def psd_eigh(cov, name):
-    """Eigendecomposition of a symmetric positive semi-definite matrix, checked."""
+    """Eigendecomposition (eigenvalues, eigenvectors) of a symmetric PSD matrix, checked: asymmetry
+    beyond 1e-10 relative or an eigenvalue below -1e-10 relative is a ValueError naming `name`;
+    negative eigenvalues within that rounding are set to 0, positive ones are kept as given."""
     cov = array(cov, name, ndim=2)
     d = cov.shape[0]
     if cov.shape != (d, d):
@@ -134,6 +174,7 @@ def psd_eigh(cov, name):
 
 
 def orthonormal(U, name, dim):
+    """A (dim, m) array with orthonormal columns (to 1e-10), 1 <= m <= dim; ValueError naming `name`."""
     U = array(U, name, ndim=2)
     if U.shape[0] != dim or U.shape[1] > dim or U.shape[1] == 0:
         raise ValueError(f"{name} must have shape ({dim}, m) with 1 <= m <= {dim}, got {U.shape}")
@@ -143,6 +184,7 @@ def orthonormal(U, name, dim):
 
 
 def rng(seed, name="seed"):
+    """A numpy Generator from a Generator or a non-negative int seed (None is refused: runs are seeded)."""
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None:

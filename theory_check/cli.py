@@ -180,6 +180,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser():
+    """The argparse parser of `theory-check` (every option with help and its default)."""
     fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p = _Parser(prog="theory-check", description="Numerical verification of fast diffusion samplers (HEROISM et al.)", **fmt)
     p.add_argument("--version", action="version", version=__version__)
@@ -269,6 +270,8 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv=None):
+    """Run `theory-check` with `argv` (default: sys.argv[1:]); returns the exit status: 0, 1 (a run
+    failed or a check did not pass), 2 (bad input, one line on stderr), 130 (Ctrl-C), 143 (SIGTERM)."""
     args = parser().parse_args(argv)
     from . import tune_process
     tune_process()

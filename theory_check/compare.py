@@ -204,7 +204,17 @@ class DiffusersSampler(Sampler):
 def schedule_taus(scheduler, steps):
     """The noise levels tau of a scheduler's own grid for `steps` steps (diffusers' timesteps and
     sigmas), as a theory-check schedule; a final sigma of 0 becomes the smallest training noise
-    level (final_sigmas_type="sigma_min"), since tau must stay in (0, 1)."""
+    level (final_sigmas_type="sigma_min"), since tau must stay in (0, 1).
+
+    Parameters
+    ----------
+    scheduler : a diffusers scheduler (copied, not modified)
+    steps : int
+
+    Returns
+    -------
+    ndarray (steps + 1,)
+    """
     torch = _torch()    # noqa: F841  (the scheduler needs it)
     s = copy.deepcopy(scheduler)
     kind = _kind(s)

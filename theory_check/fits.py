@@ -60,6 +60,11 @@ def linear_fit(X, y, seed=0, n_boot=N_BOOT):
 
 
 def verdict(lo, hi, theory, log_allowance=0.0):
+    """A fitted exponent's 95% interval [lo, hi] against the theory value (module docstring).
+
+    >>> verdict(0.1, 0.3, 1.5)
+    'tighter than the bound'
+    """
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "too few points"
     if lo <= theory <= hi:
@@ -70,7 +75,12 @@ def verdict(lo, hi, theory, log_allowance=0.0):
 
 
 def log_allowance(x):
-    """1/ln(x_c), x_c the geometric centre of the range of x (x > 1)."""
+    """1/ln(x_c), x_c the geometric centre of the range of x (x > 1): how much one power of
+    log(x) raises a log-log slope there (inf when x_c <= e).
+
+    >>> round(float(log_allowance([10, 1000])), 4)
+    0.2171
+    """
     xc = float(np.exp(np.mean(np.log(np.asarray(x, float)))))
     return 1.0 / np.log(xc) if xc > np.e else np.inf
 
@@ -119,7 +129,12 @@ def exponent_table(dimension=None, epsilon=None):
 
 
 def expected_order(K, N, steps=None):
-    """SPEC 5.1: p = min(N + 1, q_K), q_K = K (even K) or K + 1 (odd K); N = "paper" uses ceil(log T)."""
+    """The order HEROISM should show: p = min(N + 1, q_K), q_K = K (even K) or K + 1 (odd K, symmetric
+    nodes); N = "paper" uses ceil(log T).
+
+    >>> expected_order(3, 3), expected_order(4, 2), expected_order(2, "paper", steps=64)
+    (4, 3, 2)
+    """
     K = int(K)
     if K == 1:
         return 1

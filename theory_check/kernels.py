@@ -61,9 +61,27 @@ def _outputs(x, want_jac):
 def iso_score(x, m, c, logc0, want_jac):
     """Isotropic mixture: C_k = c_k I.
 
-    x (n, d); m (M, d) shifted means; c (M,) variances at tau;
-    logc0 (M,) = log w_k - (d/2) log(2 pi c_k).
-    Returns logq (n,), s (n, d), J (n, d, d) (J has shape (0, d, d) unless want_jac).
+    Parameters
+    ----------
+    x : ndarray (n, d)
+    m : ndarray (M, d)
+        Shifted means a mu_k.
+    c : ndarray (M,)
+        Variances a^2 sigma_k^2 + tau.
+    logc0 : ndarray (M,)
+        log w_k - (d/2) log(2 pi c_k).
+    want_jac : bool
+
+    Returns
+    -------
+    logq (n,), s (n, d), J (n, d, d) (shape (0, d, d) unless want_jac)
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 0.0]])
+    >>> logq, s, J = iso_score(x, np.zeros((1, 2)), np.ones(1), np.array([-np.log(2 * np.pi)]), True)
+    >>> (s + 0.0).tolist(), (J[0] + 0.0).tolist()        # + 0.0: no signed zeros
+    ([[-1.0, 0.0]], [[-1.0, 0.0], [0.0, -1.0]])
     """
     out = _outputs(x, want_jac)
     iso_score_into(x, m, c, logc0, *out)
@@ -190,10 +208,24 @@ def full_block_rows(d):
 def full_score(x, m, V, inv_c, logc0, P, want_jac):
     """Full-covariance mixture: C_k = V_k diag(c_k) V_k^T.
 
-    x (n, d); m (M, d) shifted means; V (M, d, d) eigenvectors (columns); inv_c (M, d) = 1/c_k;
-    logc0 (M,) = log w_k - (d/2) log 2 pi - (1/2) sum log c_k; P (M, d, d) = C_k^{-1}
-    (used only when want_jac).
-    Returns logq (n,), s (n, d), J (n, d, d) (J empty unless want_jac).
+    Parameters
+    ----------
+    x : ndarray (n, d)
+    m : ndarray (M, d)
+        Shifted means a mu_k.
+    V : ndarray (M, d, d)
+        Eigenvectors of Sigma_k (columns).
+    inv_c : ndarray (M, d)
+        1 / (a^2 lambda_k + tau).
+    logc0 : ndarray (M,)
+        log w_k - (d/2) log 2 pi - (1/2) sum log c_k.
+    P : ndarray (M, d, d)
+        C_k^{-1} (used only when want_jac).
+    want_jac : bool
+
+    Returns
+    -------
+    logq (n,), s (n, d), J (n, d, d) (shape (0, d, d) unless want_jac)
 
     Samples are processed in blocks of B = `full_block_rows(d)` rows, in parallel over blocks: per
     component, z = (x - m_k) V_k and g_k = -V_k diag(1/c_k) z are two small BLAS products, and
@@ -280,7 +312,17 @@ def full_score_numpy(x, m, V, inv_c, logc0, P, want_jac):
 def lincomb(C, arrays, out):
     """out[j] = sum_i C[j, i] arrays[i] for j < C.shape[0], in one pass over the samples.
 
-    C (m, p); arrays a tuple of p arrays (n, d); out (m, n, d). The samplers' node updates are
+    Parameters
+    ----------
+    C : ndarray (m, p)
+    arrays : tuple of p ndarrays (n, d)
+    out : ndarray (m, n, d)
+
+    Returns
+    -------
+    out
+
+    The samplers' node updates are
     linear combinations of the state and K score values; done as separate NumPy operations they
     read and write n d floats K times each, which costs as much as a score evaluation. The tuple's
     length is a compile-time constant, so the sum over it unrolls and each output element is

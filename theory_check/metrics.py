@@ -30,6 +30,7 @@ __all__ = ["TVKL", "log_ratio", "tv_kl", "w2", "w2_report", "coupling_rmse", "bi
 
 @dataclass
 class TVKL:
+    """TV and KL of a run with their Monte-Carlo standard errors, and the sample size n."""
     tv: float
     tv_se: float
     kl: float
@@ -38,7 +39,18 @@ class TVKL:
 
 
 def log_ratio(target, result):
-    """log w = log q_{tau_end}(x_out) - log p_out(x_out) for every sample."""
+    """log w = log q_{tau_end}(x_out) - log p_out(x_out) for every sample.
+
+    Parameters
+    ----------
+    target : targets.Target
+    result : sampling.Result
+        A run with a log-determinant.
+
+    Returns
+    -------
+    ndarray (n,)
+    """
     if result.logdet is None:
         raise ValueError("result has no logdet: run sample(..., jacobian='full' or 'structured')")
     logp_out = result.logp_in - result.logdet
@@ -83,6 +95,25 @@ def w2(x, y, method="exact", n_projections=256, seed=0):
 
     method="exact": sqrt(ot.emd2) with squared Euclidean costs (O(n^3); n up to a few thousand).
     method="sliced": ot.sliced_wasserstein_distance with p = 2 and a seeded set of projections.
+    (Flamary et al., "POT: Python Optimal Transport", JMLR 22(78), 2021.)
+
+    Parameters
+    ----------
+    x, y : array_like (n, d), (m, d)
+    method : {"exact", "sliced"}
+    n_projections : int
+        Sliced only.
+    seed : int
+        Seed of the projections (sliced only).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    FloatingPointError
+        When POT's network simplex stops before optimality (exact).
 
     >>> import numpy as np
     >>> x = np.zeros((3, 2)); y = np.ones((3, 2))
@@ -111,7 +142,21 @@ def w2(x, y, method="exact", n_projections=256, seed=0):
 
 def w2_report(target, result, method="exact", seed=0, **kw):
     """W2 between x_out and an independent exact sample of q_{tau_end} of the same size, and the
-    noise floor: the same distance between two independent exact samples of that size."""
+    noise floor: the same distance between two independent exact samples of that size.
+
+    Parameters
+    ----------
+    target : targets.Target
+        Needs `sample`.
+    result : sampling.Result
+    method : {"exact", "sliced"}
+    seed : int
+
+    Returns
+    -------
+    (float, float)
+        W2 and its noise floor: a W2 near the floor does not resolve the sampler's error.
+    """
     rng = np.random.default_rng([checks.integer(seed, "seed", minimum=0), 17])
     tau, n = result.taus[-1], len(result.x_out)
     try:
@@ -140,7 +185,22 @@ def coupling_rmse(result, reference_x):
 
 def bin_masses(target, tau, edges, refine=16):
     """Masses of q_tau on the cells of a grid (d = 1 or 2) and outside it, by composite
-    Gauss-Legendre quadrature of the closed-form density with `refine` nodes per cell and axis."""
+    Gauss-Legendre quadrature of the closed-form density with `refine` nodes per cell and axis.
+
+    Parameters
+    ----------
+    target : targets.Target
+        d = 1 or 2, with `log_density`.
+    tau : float
+    edges : list of 1-D arrays
+        Cell edges per axis.
+    refine : int
+
+    Returns
+    -------
+    ndarray
+        Cell masses, shape (cells,) or (cells_x, cells_y).
+    """
     t, w = np.polynomial.legendre.leggauss(refine)
     axes = []
     for e in edges:

@@ -201,6 +201,7 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
 
 @_with_rc
 def dimension(df, path=None, quick=False):
+    """Minimal NFE vs d per target and K, with the least-squares fit and the theorem's slope 1 + 2/K."""
     eps = ", ".join(f"{e:g}" for e in sorted(df.eps.unique()))
     return _minimal_panels(df, "dim", "dimension $d$", lambda K: 1 + 2 / K,
                            f"Minimal NFE vs d at ε = {eps} (theory slope 1 + 2/K)", quick, path)
@@ -208,12 +209,14 @@ def dimension(df, path=None, quick=False):
 
 @_with_rc
 def epsilon(df, path=None, quick=False):
+    """Minimal NFE vs 1/eps per target and K, with the fit and the theorem's slope 1/K."""
     return _minimal_panels(df, "eps", "$1/\\varepsilon$", lambda K: 1 / K,
                            "Minimal NFE vs 1/ε (theory slope 1/K)", quick, path, lambda e: 1 / e)
 
 
 @_with_rc
 def refinement(df, path=None, quick=False):
+    """Pathwise error vs refinement sweeps N per K, one panel per number of steps, with the paper's N."""
     ok = df[(df.status == "ok") & (df.N.astype(str) != "paper")].copy()
     ok["N"] = ok["N"].astype(int)
     steps = sorted(df.steps.unique())
@@ -234,6 +237,7 @@ def refinement(df, path=None, quick=False):
 
 @_with_rc
 def score_error(df, path=None, quick=False):
+    """TV vs realised RMS score error per K, with the exact-score floors and the theory slope 1."""
     ok = df[(df.status == "ok") & (df.score_eps > 0)]
     fig, axes = _figure(1, 4.8, 3.6)
     ax = axes[0]

@@ -34,6 +34,8 @@ BASELINE_SPECS = (
 
 
 def study_files(studies_dir=None):
+    """The study TOML files of a folder (default: the repository's studies/), built-in ones in
+    dependency order first."""
     d = pathlib.Path(studies_dir) if studies_dir else STUDIES_DIR
     files = {p.stem: p for p in d.glob("*.toml")}
     if not files:
@@ -67,7 +69,9 @@ def is_quick(frames):
 
 
 def fit(out):
-    """Write exponents.csv, orders.csv, refinement_fit.csv, score_error_fit.csv; return them."""
+    """Fit the studies of a folder and write the tables beside them: exponents.csv, orders.csv,
+    refinement_fit.csv, score_error_fit.csv for the built-in studies, <study>_fit.csv (orders per
+    configuration, `fits.generic_table`) for any other. Returns {table name: DataFrame}."""
     out = pathlib.Path(out)
     f = load(out)
     tables = {}
@@ -111,7 +115,8 @@ def _start_tvs(df):
 
 
 def baseline(out, jobs=1):
-    """TV at the BASELINE_SPECS (the rate is log2 of the TV ratio between their two step counts)."""
+    """Compute TV and KL at `BASELINE_SPECS` and write <out>/baseline.json, which
+    tests/test_regression.py recomputes; returns the document."""
     rows = [runs.evaluate(runs.normalise(dict(s, metrics=["tv", "kl"]))) for s in BASELINE_SPECS]
     failed = [r["error"] for r in rows if r["status"] != "ok"]
     if failed:
@@ -191,6 +196,7 @@ def _failed_section(frames):
              "| study | configuration | runs | at steps | reason |", "|---|---|---|---|---|"] + lines + [""])
 
 def summary(out, quick, elapsed):
+    """Write <out>/SUMMARY.md from the folder's study CSVs and fits (`elapsed`: seconds of the run)."""
     out = pathlib.Path(out)
     f = load(out)
     t = fit(out)
@@ -340,6 +346,8 @@ def summary(out, quick, elapsed):
 
 
 def reproduce(out="results", quick=False, jobs=None, executor="local", scheduler=None, studies_dir=None, progress=True):
+    """Run every study into `out` (resumable: finished runs are reused), then draw the figures,
+    write the regression baseline and SUMMARY.md; returns the folder."""
     t0 = time.perf_counter()
     for path in study_files(studies_dir):
         sweep.run_study(path, out, jobs, executor, scheduler, quick, progress)

@@ -44,7 +44,29 @@ SCHEDULES = ("log_snr", "edm", "paper")
 
 
 def normalise(spec):
-    """Fill defaults and validate a spec; the result is what gets hashed and stored."""
+    """Fill defaults and validate a spec; the result is what gets hashed and stored.
+
+    Parameters
+    ----------
+    spec : dict
+        Run parameters (keys of `DEFAULTS`; unknown keys are an error).
+
+    Returns
+    -------
+    dict
+        The complete, canonical spec (sampler name canonical, metrics in one order).
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad parameter; nothing is computed or allocated (the memory estimate
+        is checked before the target is built).
+
+    Examples
+    --------
+    >>> normalise(dict(sampler="dpmpp_2m", metrics=["kl", "tv"]))["sampler"]
+    'dpm2m'
+    """
     unknown = set(spec) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown run parameter(s): {', '.join(sorted(unknown))}")
@@ -144,6 +166,7 @@ def available_memory():
 
 
 def check_memory(spec):
+    """ValueError (naming n and dim) when `memory_estimate(spec)` exceeds `available_memory()`."""
     need, have = memory_estimate(spec), available_memory()
     if have is not None and need > have:
         raise ValueError(f"n, dim: this run needs about {need / 2 ** 30:.3g} GiB (n = {spec['n']}, dim = {spec['dim']}, "
@@ -151,7 +174,8 @@ def check_memory(spec):
 
 
 def build(spec):
-    """(target, sampler) for a spec."""
+    """(target, sampler) for a normalised spec: `targets.make` (wrapped in `targets.Perturbed`
+    when score_eps > 0) and `make_sampler`."""
     target = targets.make(spec["target"], spec["dim"], spec["target_seed"])
     if spec["score_eps"]:
         target = targets.Perturbed(target, spec["score_eps"], seed=spec["target_seed"])
@@ -159,6 +183,8 @@ def build(spec):
 
 
 def make_sampler(spec):
+    """The sampler of a spec: `samplers.make(sampler, **params)` with HEROISM's K, N, nodes, sweep,
+    DDPM's seed, and `sampler_args`."""
     params = {}
     if spec["sampler"] == "heroism":
         params = dict(K=spec["K"], N=spec["N"], nodes=spec["nodes"], sweep=spec["sweep"])
@@ -168,6 +194,7 @@ def make_sampler(spec):
 
 
 def schedule(spec, steps):
+    """The noise levels of a spec at `steps` steps (the paper's schedule: T = steps + 1 points)."""
     if spec["schedule"] == "paper":
         return schedules.paper(steps + 1)
     if spec["schedule"] == "edm":
@@ -216,7 +243,9 @@ def _one(spec, target, sampler, steps, jac):
 
 
 def evaluate(spec):
-    """The row for one spec (normalised by `normalise`)."""
+    """The row for one spec (normalised by `normalise`): the spec, the metrics, status "ok" or
+    "failed" with the error (any exception of the run: the sweep goes on), and the wall time.
+    A pure function of the spec: every random draw is seeded from it."""
     t0 = time.perf_counter()
     target, sampler = build(spec)
     jac = jacobian_mode(target, spec)

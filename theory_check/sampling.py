@@ -31,7 +31,21 @@ class Result:
 
 
 def initial(target, tau, n, init, rng):
-    """n draws from the initial law and their log density: q_tau exactly, or N(0, I)."""
+    """n draws from the initial law and their log density: q_tau exactly, or N(0, I).
+
+    Parameters
+    ----------
+    target : targets.Target
+    tau : float
+    n : int
+    init : {"exact", "gaussian"}
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (ndarray (n, d), ndarray (n,))
+        The draws and their log density under the initial law.
+    """
     if init == "exact":
         x = target._sample(n, tau, rng)
         return x, target.log_density(x, tau)

@@ -24,6 +24,24 @@ def paper(T, c0=2.0, c1=4.0):
     eta = min(c1 log T / T, 1/2), which equals the paper's rate whenever c1 log T / T <= 1/2
     (T >= 27 at c1 = 4), the regime the theorem is about.
     tau_t is computed as -expm1(sum log1p(-beta)) to keep full relative precision near 0.
+
+    Parameters
+    ----------
+    T : int
+        Number of points (T - 1 steps), >= 2.
+    c0, c1 : float
+        The paper's constants (beta_1 = T^-c0; growth rate c1 log T / T).
+
+    Returns
+    -------
+    ndarray (T,)
+        Strictly decreasing noise levels [tau_T, ..., tau_1].
+
+    Examples
+    --------
+    >>> taus = paper(100)
+    >>> len(taus), bool(taus[-1] == 1e-4)
+    (100, True)
     """
     T = checks.integer(T, "T", minimum=2)
     c0 = checks.positive(c0, "c0")
@@ -66,7 +84,20 @@ def log_snr(steps, tau_min=1e-3, tau_max=1.0 - 1e-3):
 def edm(steps, tau_min=1e-3, tau_max=1.0 - 1e-3, rho=7.0):
     """The EDM schedule of Karras, Aittala, Aila & Laine, "Elucidating the Design Space of
     Diffusion-Based Generative Models", arXiv:2206.00364 (2022): sigma = sqrt(tau/(1-tau)) spaced
-    uniformly in sigma^(1/rho) from tau_max down to tau_min, end points exact."""
+    uniformly in sigma^(1/rho) from tau_max down to tau_min, end points exact.
+
+    Parameters
+    ----------
+    steps : int
+    tau_min, tau_max : float
+        End points in (0, 1), tau_min < tau_max.
+    rho : float
+        EDM's rho (7 in the paper).
+
+    Returns
+    -------
+    ndarray (steps + 1,)
+    """
     steps = checks.integer(steps, "steps", minimum=1)
     tau_min, tau_max = checks.tau(tau_min, "tau_min"), checks.tau(tau_max, "tau_max")
     rho = checks.positive(rho, "rho")
@@ -86,7 +117,22 @@ def _checked(taus):
 
 
 def validate(taus):
-    """A user-supplied schedule: 1-D, at least 2 points, strictly decreasing, inside (0, 1)."""
+    """A user-supplied schedule: 1-D, at least 2 points, strictly decreasing, inside [1e-12, 1).
+
+    Parameters
+    ----------
+    taus : array_like
+
+    Returns
+    -------
+    ndarray
+        float64 copy or view of `taus`.
+
+    Raises
+    ------
+    ValueError
+        Naming `taus` and what is wrong.
+    """
     taus = checks.array(taus, "taus", ndim=1)
     if taus.size < 2:
         raise ValueError(f"taus must have at least 2 points (1 step), got {taus.size}")

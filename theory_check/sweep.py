@@ -112,6 +112,7 @@ MAX_NAME = 200              # bytes of a study name: <name>.csv and runs/<name>/
 
 
 def git_commit():
+    """The repository's HEAD commit (provenance of rows), or "unknown"."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -191,6 +192,8 @@ def load_study(path, quick=False):
 
 
 def run_key(spec, src=None):
+    """The cache key of a run: a hash of its normalised spec, the numerical code and a user
+    module's source."""
     blob = json.dumps(spec, sort_keys=True, default=str) + (src or source_hash()) + user_source_hash(spec)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -242,6 +245,8 @@ def read_row(path, key=None):
 
 @contextlib.contextmanager
 def locked(out):
+    """Context manager: an exclusive lock on <out>/.lock (never through a link); a second sweep on
+    the same folder gets a SweepError."""
     lock = pathlib.Path(out) / ".lock"
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -421,8 +426,32 @@ def _write(path, text):
                          "finished runs are kept and a rerun resumes") from None
 
 
+class _LogProgress:
+    """Plain progress lines for logs (stderr not a terminal): one a minute at most, and the last."""
+
+    def __init__(self, total, done, name, every=60.0):
+        self.total, self.n, self.name, self.every = total, done, name, every
+        self.failed, self.last = 0, time.monotonic()
+
+    def update(self, k):
+        self.n += k
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def set_postfix(self, failed=0, **_):
+        self.failed = failed
+
+    def _line(self):
+        self.last = time.monotonic()
+        print(f"{self.name}: {self.n}/{self.total} runs done, {self.failed} failed", file=sys.stderr, flush=True)
+
+    def close(self):
+        pass
+
+
 def _progress(total, done, name, enabled):
+    """A tqdm bar on a terminal; in a log, a plain line a minute (a bar there is noise)."""
     from tqdm import tqdm
-    # a bar only on a terminal: in a log file it is noise
-    return tqdm(total=total, initial=done, desc=name, unit="run", disable=not (enabled and sys.stderr.isatty()),
-                leave=False)
+    if enabled and not sys.stderr.isatty():
+        return _LogProgress(total, done, name)
+    return tqdm(total=total, initial=done, desc=name, unit="run", disable=not enabled, leave=False)

@@ -315,7 +315,23 @@ def _embedding(dim, k, seed, name):
 
 
 def circle(dim, n_points=32, radius=2.0, seed=0):
-    """n_points equally spaced on a circle of given radius, embedded in R^dim."""
+    """n_points equally spaced on a circle of given radius, embedded in R^dim.
+
+    Parameters
+    ----------
+    dim : int
+        Ambient dimension d; the points are embedded by a seeded random orthonormal map.
+    n_points : int
+        Number of points (the target is the uniform law on them: finite support).
+    radius : float
+        Radius of the circle.
+    seed : int
+        Seed of the embedding.
+
+    Returns
+    -------
+    PointCloud
+    """
     dim = checks.integer(dim, "dim", minimum=1)
     n_points = checks.integer(n_points, "n_points", minimum=1)
     radius = checks.positive(radius, "radius")
@@ -325,7 +341,21 @@ def circle(dim, n_points=32, radius=2.0, seed=0):
 
 
 def swiss_roll(dim, n_points=64, seed=0):
-    """n_points on a swiss roll (a 2-manifold in R^3), scaled to radius ~2, embedded in R^dim."""
+    """n_points on a swiss roll (a 2-manifold in R^3), scaled to radius ~2, embedded in R^dim.
+
+    Parameters
+    ----------
+    dim : int
+        Ambient dimension d; the points are embedded by a seeded random orthonormal map.
+    n_points : int
+        Number of points (the target is the uniform law on them: finite support).
+    seed : int
+        Seed of the embedding and of the points.
+
+    Returns
+    -------
+    PointCloud
+    """
     dim = checks.integer(dim, "dim", minimum=1)
     n_points = checks.integer(n_points, "n_points", minimum=1)
     E = _embedding(dim, 3, seed, "swiss-roll")
@@ -336,7 +366,23 @@ def swiss_roll(dim, n_points=64, seed=0):
 
 
 def torus(dim, n_points=64, R=2.0, r=0.7, seed=0):
-    """n_points on a torus with radii R > r > 0 (a 2-manifold in R^3), embedded in R^dim."""
+    """n_points on a torus with radii R > r > 0 (a 2-manifold in R^3), embedded in R^dim.
+
+    Parameters
+    ----------
+    dim : int
+        Ambient dimension d; the points are embedded by a seeded random orthonormal map.
+    n_points : int
+        Number of points (the target is the uniform law on them: finite support).
+    R, r : float
+        Major and minor radii, R > r > 0.
+    seed : int
+        Seed of the embedding and of the points.
+
+    Returns
+    -------
+    PointCloud
+    """
     dim = checks.integer(dim, "dim", minimum=1)
     n_points = checks.integer(n_points, "n_points", minimum=1)
     R, r = checks.positive(R, "R"), checks.positive(r, "r")
@@ -455,6 +501,22 @@ def SubspaceGaussianMixture(weights, means, covariances, basis):
     `means` (M, r) and `covariances` (M, r, r) are given in the subspace coordinates; the
     result is the GaussianMixture in R^d with mu_k = U m_k, Sigma_k = U S_k U^T (a linear
     low-dimensional manifold), evaluated in O(n (r d + M r^2)).
+
+    Parameters
+    ----------
+    weights : array_like (M,)
+        A probability vector.
+    means : array_like (M, r)
+        Means in the subspace coordinates.
+    covariances : array_like (M, r, r)
+        PSD covariances in the subspace coordinates.
+    basis : array_like (d, r)
+        Orthonormal columns U spanning the subspace.
+
+    Returns
+    -------
+    GaussianMixture
+        With `active_basis` U, so jacobian="structured" applies.
     """
     means = checks.array(means, "means", ndim=2)
     covs = checks.array(covariances, "covariances", ndim=3)
@@ -721,6 +783,24 @@ def make(name, dim, seed=0):
     torus         64 points on a torus R=2, r=0.7 (dim >= 3)
     sphere        uniform on S^{k-1}, k = min(dim, 3), radius 2, random subspace
     subspace-gmm  3 full-covariance modes in a random r = min(dim, 3) dim subspace
+
+    Parameters
+    ----------
+    name : str
+        One of `NAMES`.
+    dim : int
+        Dimension d.
+    seed : int
+        Seed of the instance (means, covariances, embeddings).
+
+    Returns
+    -------
+    Target
+
+    Examples
+    --------
+    >>> make("sphere", 5, seed=1)
+    Sphere(dim=5, k=3, radius=2)
     """
     if name not in NAMES:
         raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")

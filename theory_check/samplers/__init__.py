@@ -61,7 +61,11 @@ SAMPLER_NAMES = tuple(REGISTRY)
 
 def canonical(name):
     """The registry's name for a built-in sampler name or alias (case-insensitive; '_' = '-'), or
-    `name` unchanged for "package.module:attr"."""
+    `name` unchanged for "package.module:attr".
+
+    >>> canonical("DPMPP_2M"), canonical("euler")
+    ('dpm2m', 'ddim')
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"sampler must be a non-empty string, got {name!r}")
     if ":" in name:
@@ -132,7 +136,11 @@ def make(name, **params):
 
 def parse_N(N, K):
     """N given as an int, "paper", None, or an expression in K: "K", "K-1", "K+1", "K-2", "2K".
-    With K = "log" (the order grows with the steps), "K" means N = K (None)."""
+    With K = "log" (the order grows with the steps), "K" means N = K (None).
+
+    >>> parse_N("K-1", 4), parse_N("paper", 4)
+    (3, 'paper')
+    """
     if isinstance(N, (int, np.integer)) and not isinstance(N, bool) or N == "paper" or N is None:
         return N
     if isinstance(N, str):

@@ -61,25 +61,47 @@ class Output:
 # -- noise-level conversions (SPEC 2) ----------------------------------------------------------
 
 def a_of(tau):
-    """a(tau) = sqrt(1 - tau), the signal scale."""
+    """a(tau) = sqrt(1 - tau), the signal scale (float -> float).
+
+    >>> a_of(0.75)
+    0.5
+    """
     return math.sqrt(1.0 - tau)
 
 
 def rho_of(tau):
-    """rho = sqrt(tau / (1 - tau)): the VE noise level sigma of k-diffusion and EDM."""
+    """rho = sqrt(tau / (1 - tau)): the VE noise level sigma of k-diffusion and EDM (float -> float).
+
+    >>> rho_of(0.5)
+    1.0
+    """
     return math.sqrt(tau / (1.0 - tau))
 
 
 def tau_of_rho(rho):
+    """The inverse of `rho_of`: tau = rho^2 / (1 + rho^2).
+
+    >>> tau_of_rho(1.0)
+    0.5
+    """
     return rho * rho / (1.0 + rho * rho)
 
 
 def lambda_of(tau):
-    """Half log-SNR lambda = log(a / sqrt(tau)) (DPM-Solver's lambda)."""
+    """Half log-SNR lambda = log(a / sqrt(tau)) (DPM-Solver's lambda; float -> float).
+
+    >>> lambda_of(0.5)
+    0.0
+    """
     return 0.5 * (math.log1p(-tau) - math.log(tau))
 
 
 def tau_of_lambda(lam):
+    """The inverse of `lambda_of`: tau = 1 / (1 + e^(2 lambda)).
+
+    >>> tau_of_lambda(0.0)
+    0.5
+    """
     return 1.0 / (1.0 + math.exp(2.0 * lam))
 
 

@@ -56,7 +56,24 @@ def lagrange_kappa_weights(nodes):
 
 
 def step_nodes(tau_hi, tau_lo, K, kind):
-    """K nodes u_0 = tau_hi > ... > u_{K-1} = tau_lo, equispaced in tau or Chebyshev-Lobatto."""
+    """K nodes u_0 = tau_hi > ... > u_{K-1} = tau_lo, equispaced in tau or Chebyshev-Lobatto.
+
+    Parameters
+    ----------
+    tau_hi, tau_lo : float
+        The step's end points, tau_hi > tau_lo.
+    K : int
+    kind : {"equispaced", "chebyshev"}
+
+    Returns
+    -------
+    ndarray (K,)
+
+    Examples
+    --------
+    >>> step_nodes(0.5, 0.3, 3, "chebyshev").round(12).tolist()
+    [0.5, 0.4, 0.3]
+    """
     if K == 1:
         return np.array([tau_hi])
     j = np.arange(K)

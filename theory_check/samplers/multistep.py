@@ -214,6 +214,25 @@ def ab_weights(points, tau_lo, basis):
     every integrand is analytic near the real axis (tau(w) = e^{2w}/(1 + e^{2w}) has its poles
     at distance pi/2), by composite 16-point Gauss-Legendre on panels of width <= 1/2: exact to
     rounding (checked against scipy's quad in the tests).
+
+    Parameters
+    ----------
+    points : array_like (k,)
+        Noise levels of the history, newest (the step's start) first.
+    tau_lo : float
+        The step's end.
+    basis : {"log-rho", "rho", "tau"}
+
+    Returns
+    -------
+    ndarray (k,)
+
+    Examples
+    --------
+    One point: c = rho(tau_lo) - rho(points[0]), the DDIM step.
+
+    >>> round(float(ab_weights([0.5], 0.2, "tau")[0]), 12)       # rho(0.2) - rho(0.5) = 0.5 - 1
+    -0.5
     """
     p = np.asarray(points, float)
     w_hi, w_lo = math.log(rho_of(p[0])), math.log(rho_of(tau_lo))
