@@ -164,3 +164,23 @@ def test_the_run_key_ignores_documentation_but_not_code():
     code = 'def f(x):\n    """Doc."""\n    return x + 2\n'
     assert sweep.code_fingerprint(src) == sweep.code_fingerprint(doc)
     assert sweep.code_fingerprint(src) != sweep.code_fingerprint(code)
+
+
+def test_workers_run_one_thread_each(tmp_path, monkeypatch):
+    # A user sampler that fails its run unless the worker was started with one BLAS and one Numba
+    # thread (two workers on two cores each running two threads of each ran 2.5x slower).
+    (tmp_path / "threads_mod.py").write_text(
+        "import multiprocessing, os\n"
+        "def euler(model, x, sigmas):\n"
+        "    bad = {k: os.environ.get(k) for k in ('OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS') if os.environ.get(k) != '1'}\n"
+        "    if bad and multiprocessing.parent_process() is not None:      # in a worker\n"
+        "        raise RuntimeError(f'worker threads: {bad}')\n"
+        "    for s, s_next in zip(sigmas[:-1], sigmas[1:]):\n"
+        "        x = x + (x - model(x, s)) / s * (s_next - s)\n"
+        "    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    p = tmp_path / "t.toml"
+    p.write_text("[study]\nname = 't'\n[defaults]\nsampler = 'threads_mod:euler'\nn = 40\n[[grid]]\nsteps = [2, 3, 4, 5]\n")
+    df = sweep.run_study(p, tmp_path / "out", jobs=2, progress=False)
+    assert list(df.status) == ["ok"] * 4, df.error.tolist()

@@ -358,12 +358,13 @@ def _compute(pending, jobs, executor, scheduler):
     # The longest runs go first, so that no worker is left with a long run at the end.
     ctx = multiprocessing.get_context("spawn")
     pending = sorted(pending, key=lambda ks: -runs.cost(ks[1]))
-    with _child_environment(_ONE_THREAD):
-        pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(os.getpid(),),
-                                      mp_context=ctx)
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(os.getpid(),), mp_context=ctx)
     done = False
     try:
-        futs = {pool.submit(runs.evaluate, s): k for k, s in pending}
+        # the workers are spawned by the submits: the one-thread environment must be in place then
+        # (outside it each worker ran two Numba and two BLAS threads on two cores: 2.5x slower)
+        with _child_environment(_ONE_THREAD):
+            futs = {pool.submit(runs.evaluate, s): k for k, s in pending}
         for fut in cf.as_completed(futs):
             yield futs[fut], fut.result()
         done = True
