@@ -146,3 +146,12 @@ def test_the_readme_stands_alone():
     env = (ROOT / "environment.yml").read_text()
     for ref in set(__import__("re").findall(r"tests/(test_\w+\.py)", env)):
         assert (ROOT / "tests" / ref).exists(), ref
+
+
+def test_main_restores_the_callers_sigterm_handler():
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    cli.main(["sample", "--steps", "2", "--samples", "20", "--format", "json"])
+    assert signal.getsignal(signal.SIGTERM) is before

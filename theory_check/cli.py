@@ -280,8 +280,9 @@ def main(argv=None):
         sys.path.insert(0, str(pathlib.Path.cwd()))
     import signal
     import threading
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.cmd](args) or 0
     except (ValueError, SweepError) as exc:
@@ -297,6 +298,9 @@ def main(argv=None):
     except _Terminated:
         print(f"theory-check {args.cmd}: terminated; rerun to resume", file=sys.stderr)
         return 143
+    finally:
+        if previous is not None:        # main() called from Python leaves the caller's handler in place
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
