@@ -22,7 +22,8 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 STYLES = ["-", "--", ":", "-."]
 GREYS = ["0.0", "0.35", "0.55", "0.7"]
 RC = {"font.size": 8, "axes.labelsize": 8, "legend.fontsize": 6.5, "axes.titlesize": 8, "axes.grid": True,
-      "grid.alpha": 0.3, "lines.markersize": 4.5, "font.family": "serif", "xtick.labelsize": 7, "ytick.labelsize": 7}
+      "grid.alpha": 0.3, "lines.markersize": 4.5, "font.family": "serif", "xtick.labelsize": 7, "ytick.labelsize": 7,
+      "legend.framealpha": 0.6}
 QUICK_BANNER = "QUICK RUN (--quick): a smoke test, not evidence"
 
 
@@ -164,7 +165,7 @@ def order(df, path=None, quick=False):
                         "−2p for KL; p = min(N+1, q_K); K = 3 and 4 both have p = 4)", df, quick, path)
 
 
-def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambda v: v):
+def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambda v: v, legend_loc="upper left"):
     ok = df[(df.status == "ok") & (~df["censored"].astype(bool))]
     cens = df[(df.status != "ok") | df["censored"].astype(bool)]
     targets = sorted(df.target.unique())
@@ -195,7 +196,7 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
             _plain_ticks(ax, df[df.target == target][xcol].unique())
         ax.set_xlabel(xlab)
         ax.set_ylabel("minimal NFE for TV + 2se $\\leq \\varepsilon$")
-        ax.legend(loc="upper left")
+        ax.legend(loc=legend_loc, framealpha=0.5)
     return _finish(fig, title, df, quick, path)
 
 
@@ -211,7 +212,7 @@ def dimension(df, path=None, quick=False):
 def epsilon(df, path=None, quick=False):
     """Minimal NFE vs 1/eps per target and K, with the fit and the theorem's slope 1/K."""
     return _minimal_panels(df, "eps", "$1/\\varepsilon$", lambda K: 1 / K,
-                           "Minimal NFE vs 1/ε (theory slope 1/K)", quick, path, lambda e: 1 / e)
+                           "Minimal NFE vs 1/ε (theory slope 1/K)", quick, path, lambda e: 1 / e, "lower right")
 
 
 @_with_rc
@@ -352,7 +353,7 @@ def paper_schedule(df, path=None, quick=False, start_tv=None):
     ax.set_xlabel("$T$ (schedule points)")
     _plain_ticks(ax, sorted(df["steps"].unique() + 1))
     ax.set_ylabel("TV$(p_\\mathrm{out}, q_{\\tau_1})$")
-    ax.legend(loc="upper right", ncol=1)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.66), ncol=1)   # the empty band between K = 1 and K >= 2
     return _finish(fig, "The paper's schedule, N = ⌈log T⌉", df, quick, path)
 
 

@@ -210,7 +210,20 @@ def summary(out, quick, elapsed):
              f"{datetime.date.today().isoformat()}: the runs took {sum(d['wall_time'].sum() for d in f.values()) / 60:.0f} "
              f"core-minutes (sum of their wall times; rows already in the run cache are reused), this invocation "
              f"{elapsed / 60:.1f} min; package {__version__}, "
-             f"commit {sweep.git_commit()[:12]}, numerics source hash {sweep.source_hash()}. Do not edit by hand.", ""]
+             f"commit {sweep.git_commit()[:12]}. Do not edit by hand.", ""]
+    current = sweep.source_hash()
+    by_hash = {}
+    for name, d in f.items():
+        for h in sorted(d["source_hash"].dropna().astype(str).unique()) if "source_hash" in d else ["unknown"]:
+            by_hash.setdefault(h, []).append(name)
+    if set(by_hash) == {current}:
+        lines += [f"Every row was computed by the current code (numerics source hash {current}).", ""]
+    else:
+        lines += ["**Provenance: not every study was recomputed by the current code.** Numerics source hash of the "
+                  f"current code: {current}. Rows by hash: "
+                  + "; ".join(f"{h}: {', '.join(names)}" for h, names in sorted(by_hash.items()))
+                  + ". `theory-check reproduce` recomputes the studies whose hash differs (the others come from its "
+                    "run cache).", ""]
     n_runs = sum(len(d) for d in f.values())
     n_failed = sum(int((d.status != "ok").sum()) for d in f.values())
     lines += ["## How to read these numbers", "",
