@@ -80,10 +80,10 @@ def _finish(fig, title, df, quick, path):
     import matplotlib
     with matplotlib.rc_context(RC):
         fig.suptitle(f"{title}\n{context(df)}", fontsize=8)
-        if quick:
-            fig.text(0.005, 0.995, QUICK_BANNER, ha="left", va="top", fontsize=7, fontweight="bold",
+        if quick:       # bottom left: a long title cannot run into it
+            fig.text(0.005, 0.005, QUICK_BANNER, ha="left", va="bottom", fontsize=7, fontweight="bold",
                      bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
-        fig.tight_layout(rect=(0, 0, 1, 0.93 if not quick else 0.9))
+        fig.tight_layout(rect=(0, 0.07 if quick else 0, 1, 0.93))
         if path is not None:
             from .sweep import write_atomic
             buf = io.BytesIO()
@@ -308,7 +308,7 @@ def samplers(df, path=None, quick=False):
     import matplotlib
     with matplotlib.rc_context(RC):
         fig.suptitle(f"Samplers at equal NFE budgets\n{context(df)}", fontsize=8)
-        if quick:
+        if quick:       # top left: the legend takes the bottom of this figure
             fig.text(0.005, 0.995, QUICK_BANNER, ha="left", va="top", fontsize=7, fontweight="bold",
                      bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
         rows = int(np.ceil(len(labels) / 3))
