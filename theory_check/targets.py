@@ -342,20 +342,7 @@ def circle(dim, n_points=32, radius=2.0, seed=0):
 
 def swiss_roll(dim, n_points=64, seed=0):
     """n_points on a swiss roll (a 2-manifold in R^3), scaled to radius ~2, embedded in R^dim.
-
-    Parameters
-    ----------
-    dim : int
-        Ambient dimension d; the points are embedded by a seeded random orthonormal map.
-    n_points : int
-        Number of points (the target is the uniform law on them: finite support).
-    seed : int
-        Seed of the embedding and of the points.
-
-    Returns
-    -------
-    PointCloud
-    """
+    Parameters as for `circle` (no radius); `seed` also draws the points. Returns a `PointCloud`."""
     dim = checks.integer(dim, "dim", minimum=1)
     n_points = checks.integer(n_points, "n_points", minimum=1)
     E = _embedding(dim, 3, seed, "swiss-roll")
@@ -367,22 +354,8 @@ def swiss_roll(dim, n_points=64, seed=0):
 
 def torus(dim, n_points=64, R=2.0, r=0.7, seed=0):
     """n_points on a torus with radii R > r > 0 (a 2-manifold in R^3), embedded in R^dim.
-
-    Parameters
-    ----------
-    dim : int
-        Ambient dimension d; the points are embedded by a seeded random orthonormal map.
-    n_points : int
-        Number of points (the target is the uniform law on them: finite support).
-    R, r : float
-        Major and minor radii, R > r > 0.
-    seed : int
-        Seed of the embedding and of the points.
-
-    Returns
-    -------
-    PointCloud
-    """
+    Parameters as for `circle`, with the major and minor radii R > r > 0 instead of the radius;
+    `seed` also draws the points. Returns a `PointCloud`."""
     dim = checks.integer(dim, "dim", minimum=1)
     n_points = checks.integer(n_points, "n_points", minimum=1)
     R, r = checks.positive(R, "R"), checks.positive(r, "r")
