@@ -13,7 +13,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from .fits import expected_order, linear_fit
+from .fits import CONFIG_KEYS, expected_order, linear_fit
 
 __all__ = ["order", "dimension", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
            "FIGURES", "figure_for", "context"]
@@ -76,14 +76,20 @@ def context(df):
     return "; ".join(parts)
 
 
-def _finish(fig, title, df, quick, path):
+def _finish(fig, title, df, quick, path, bottom=0.0, top=0.93):
+    """Title with context, the --quick banner, layout within (bottom, top), atomic save.
+
+    The banner goes at the bottom left, where a long title cannot run into it, unless the figure
+    keeps its bottom for a legend (bottom > 0): then at the top left."""
     import matplotlib
     with matplotlib.rc_context(RC):
         fig.suptitle(f"{title}\n{context(df)}", fontsize=8)
-        if quick:       # bottom left: a long title cannot run into it
-            fig.text(0.005, 0.005, QUICK_BANNER, ha="left", va="bottom", fontsize=7, fontweight="bold",
-                     bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
-        fig.tight_layout(rect=(0, 0.07 if quick else 0, 1, 0.93))
+        if quick:
+            at_top = bottom > 0
+            fig.text(0.005, 0.995 if at_top else 0.005, QUICK_BANNER, ha="left", va="top" if at_top else "bottom",
+                     fontsize=7, fontweight="bold", bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
+            bottom = bottom if at_top else 0.07
+        fig.tight_layout(rect=(0, bottom, 1, top))
         if path is not None:
             from .sweep import write_atomic
             buf = io.BytesIO()
@@ -303,22 +309,8 @@ def samplers(df, path=None, quick=False):
                  label="ringed: TV ≤ 3 se (not resolved)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6, frameon=False)
-    fig.subplots_adjust(bottom=0.35)
-    fig.suptitle("")
-    import matplotlib
-    with matplotlib.rc_context(RC):
-        fig.suptitle(f"Samplers at equal NFE budgets\n{context(df)}", fontsize=8)
-        if quick:       # top left: the legend takes the bottom of this figure
-            fig.text(0.005, 0.995, QUICK_BANNER, ha="left", va="top", fontsize=7, fontweight="bold",
-                     bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
-        rows = int(np.ceil(len(labels) / 3))
-        fig.tight_layout(rect=(0, min(0.5, 0.04 * rows + 0.02), 1, 0.9))
-        if path is not None:
-            from .sweep import write_atomic
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            write_atomic(path, buf.getvalue())
-    return fig
+    rows = int(np.ceil(len(labels) / 3))
+    return _finish(fig, "Samplers at equal NFE budgets", df, quick, path, bottom=min(0.5, 0.04 * rows + 0.02), top=0.9)
 
 
 @_with_rc
@@ -362,8 +354,7 @@ def generic(df, path=None, quick=False):
     """Any study: the first available error (TV, else pathwise error, else KL) vs NFE, one line per
     configuration (sampler and its parameters, target, d), failures as crosses."""
     metric = next((m for m in ("tv", "coupling_rmse", "kl", "w2") if m in df and df[m].notna().any()), None)
-    keys = [k for k in ("target", "dim", "sampler", "K", "N", "nodes", "sweep", "sampler_args", "score_eps", "init")
-            if k in df and df[k].nunique() > 1]
+    keys = [k for k in CONFIG_KEYS if k in df and df[k].nunique() > 1]
     fig, axes = _figure(1, 5.6, 3.8)
     ax = axes[0]
     ok = df[df.status == "ok"]

@@ -1,6 +1,7 @@
 """`reproduce`: every study, then fits, figures, SUMMARY.md and the regression baseline."""
 
 import datetime
+import functools
 import json
 import pathlib
 import time
@@ -129,6 +130,7 @@ def baseline(out, jobs=1):
     return doc
 
 
+@functools.lru_cache(maxsize=64)      # plot() and summary() both need it: 1e5 draws each time otherwise
 def initial_tv(name, dim, target_seed, T, n=100_000, seed=0):
     """TV(N(0, I), q_{tau_T}) of the paper's schedule: the error of the Gaussian start by itself."""
     t = targets.make(name, dim, target_seed)
