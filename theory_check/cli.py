@@ -62,7 +62,7 @@ def _cmd_check(a):
 def _cmd_sample(a):
     mets = [m.strip() for m in a.metrics.split(",") if m.strip()]
     spec = dict(target=a.target, dim=a.dim, target_seed=a.target_seed, sampler=a.sampler,
-                sampler_args=dict(a.sampler_arg or []), K=a.K, N=a.N, nodes=a.nodes, sweep=a.sweep, steps=a.steps,
+                sampler_args=dict(a.sampler_arg or []), target_args=dict(a.target_arg or []), K=a.K, N=a.N, nodes=a.nodes, sweep=a.sweep, steps=a.steps,
                 n=a.samples, seed=a.seed, init=a.init, schedule=a.schedule, tau_min=a.tau_min, tau_max=a.tau_max,
                 metrics=mets, w2_method=a.w2_method, score_eps=a.score_eps, jacobian=a.jacobian)
     if samplers.canonical(a.sampler) != "heroism":
@@ -159,17 +159,19 @@ def _k_arg(v):
     return v if v == "log" else _positive_int("K")(v)
 
 
-def _sampler_arg(v):
-    """key=value, the value read as a TOML value (number, boolean, quoted string) or else a string."""
-    import tomllib
-    key, sep, val = v.partition("=")
-    if not sep or not key.strip().isidentifier():
-        raise argparse.ArgumentTypeError(f"sampler-arg must read key=value, got {v!r}")
-    try:
-        parsed = tomllib.loads(f"v = {val}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = val
-    return key.strip(), parsed
+def _key_value(what):
+    def parse(v):
+        """key=value, the value read as a TOML value (number, boolean, quoted string) or else a string."""
+        import tomllib
+        key, sep, val = v.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise argparse.ArgumentTypeError(f"{what} must read key=value, got {v!r}")
+        try:
+            parsed = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = val
+        return key.strip(), parsed
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -216,7 +218,9 @@ def parser():
     s.add_argument("--sampler", default="heroism",
                    help="a built-in name or alias (" + ", ".join(samplers.SAMPLER_NAMES) + "; euler, dpmpp_2m, "
                    "unipc, ...) or package.module:attr for your own Sampler subclass or function fn(model, x, sigmas)")
-    s.add_argument("--sampler-arg", type=_sampler_arg, action="append", metavar="KEY=VALUE",
+    s.add_argument("--target-arg", type=_key_value("target-arg"), action="append", metavar="KEY=VALUE",
+                   help="a shape parameter of a product target (repeatable), e.g. --target-arg scale=2")
+    s.add_argument("--sampler-arg", type=_key_value("sampler-arg"), action="append", metavar="KEY=VALUE",
                    help="a parameter of the sampler (repeatable), e.g. --sampler-arg order=2")
     s.add_argument("--K", type=_k_arg, default=None, help="HEROISM: interpolation points per step, or 'log' (default 3)")
     s.add_argument("--N", type=_n_arg, default=None,
@@ -235,7 +239,8 @@ def parser():
                    help="initial law: q at tau_max exactly, or N(0, I)")
     s.add_argument("--metrics", default="tv,kl", help="comma-separated: tv, kl, coupling, w2")
     s.add_argument("--jacobian", default="auto", choices=list(runs.JACOBIANS),
-                   help="derivative mode for TV and KL (auto: structured where the target allows it, else full)")
+                   help="derivative mode for TV and KL (auto: diagonal for product targets, structured where "
+                        "the target allows it, else full)")
     s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"], help="W2 estimator (POT)")
     s.add_argument("--score-eps", type=float, default=0.0, help="size of the smooth score error (0: exact score)")
     s.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")

@@ -153,6 +153,16 @@ def check_linear(scheduler, taus, d=3, seed=0, rtol=1e-9):
                              f"(deviation {err:.2g}: clip_sample, thresholding or noise?); refused")
 
 
+def _tangent_layout(mode, n, d):
+    """(pack, unpack) between a derivative and extra batch rows, or (None, None) in mode "none"."""
+    if mode == "full":
+        return (lambda D: D.transpose(0, 2, 1).reshape(n * d, d),
+                lambda rows: rows.reshape(n, d, d).transpose(0, 2, 1))
+    if mode == "diagonal":
+        return (lambda D: D), (lambda rows: rows)
+    return None, None
+
+
 class DiffusersSampler(Sampler):
     """A deterministic diffusers scheduler as a `Sampler` (see the module docstring).
 
@@ -175,7 +185,7 @@ class DiffusersSampler(Sampler):
 
     def integrate(self, target, taus, x, Dx, tan, out):
         if tan.mode == "structured":
-            raise ValueError("jacobian: DiffusersSampler supports 'none' and 'full'")
+            raise ValueError("jacobian: DiffusersSampler supports 'none', 'full' and 'diagonal'")
         key = tuple(taus)
         if key not in self._checked:
             check_linear(self.scheduler, taus)
@@ -183,18 +193,18 @@ class DiffusersSampler(Sampler):
         s, ts, stage = _prepare(self.scheduler, taus)
         ve = _kind(self.scheduler) in ("ve", "heun")
         n, d = x.shape
-        full = tan.mode == "full"
-        rows = np.concatenate([x, Dx.transpose(0, 2, 1).reshape(n * d, d)]) if full else x
+        # a linear step maps each tangent column like a sample: stack them into the batch
+        # (full: the d columns of each sample's d x d derivative; diagonal: one row per sample)
+        pack, unpack = _tangent_layout(tan.mode, n, d)
+        rows = np.concatenate([x, pack(Dx)]) if pack else x
         sample = _tensor(rows / a_of(taus[0]) if ve else rows)
         for t, tau in zip(ts, stage):
             model_in = _numpy(s.scale_model_input(sample, t) if ve else sample)
             y = model_in[:n]
-            Dy = model_in[n:].reshape(n, d, d).transpose(0, 2, 1) if full else None
-            eps, De = tan.noise(y, tau, Dy)
-            m = np.concatenate([eps, De.transpose(0, 2, 1).reshape(n * d, d)]) if full else eps
-            sample = _step(s, _tensor(m), t, sample)
+            eps, De = tan.noise(y, tau, unpack(model_in[n:]) if pack else None)
+            sample = _step(s, _tensor(np.concatenate([eps, pack(De)]) if pack else eps), t, sample)
         res = _numpy(sample) * (a_of(taus[-1]) if ve else 1.0)
-        D = res[n:].reshape(n, d, d).transpose(0, 2, 1).copy() if full else None
+        D = unpack(res[n:]).copy() if pack else None
         yield taus[0], taus[-1], np.ascontiguousarray(res[:n]), D
 
     def __repr__(self):

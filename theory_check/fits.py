@@ -14,31 +14,47 @@ log factors, and log(x) raises a local log-log slope by 1/ln(x), so the allowanc
 at the geometric centre x_c of the fitted range (x = d or 1/eps).
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["linear_fit", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "generic_table"]
+__all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "compare_prediction", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "generic_table"]
 
 N_BOOT = 2000
 
 
-def linear_fit(X, y, seed=0, n_boot=N_BOOT):
-    """OLS of y on [1, X] with pairs-bootstrap and t 95% intervals for each slope.
+def linear_fit(X, y, seed=0, n_boot=N_BOOT, sigma=None):
+    """Least squares of y on [1, X] with pairs-bootstrap and t 95% intervals for each slope.
 
-    Returns dict(coef, boot_lo, boot_hi, t_lo, t_hi, n). X is (n, p).
+    With `sigma` (the standard errors of y, e.g. Monte-Carlo ones) the fit is weighted by
+    1/sigma^2, and the t-interval's covariance (A^T W A)^-1 is scaled by the reduced chi-square
+    when it exceeds 1 (Birge ratio: scatter beyond the stated errors widens the interval, a
+    better fit than the errors allow never narrows it below them). Returns dict(coef, intercept,
+    boot_lo, boot_hi, t_lo, t_hi, n, chi2_red).
+
+    >>> f = linear_fit([0.0, 1.0, 2.0, 3.0], [1.0, 3.0, 5.0, 7.0], n_boot=200)
+    >>> round(float(f["coef"][0]), 6)
+    2.0
     """
     X = np.atleast_2d(np.asarray(X, float).T).T
     y = np.asarray(y, float)
     n, p = X.shape
+    w = np.ones(n) if sigma is None else 1.0 / np.square(np.asarray(sigma, float))
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError("sigma must be finite and > 0")
+    sw = np.sqrt(w)
     A = np.column_stack([np.ones(n), X])
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    out = dict(coef=coef[1:], intercept=coef[0], n=n)
+    coef, *_ = np.linalg.lstsq(A * sw[:, None], y * sw, rcond=None)
+    out = dict(coef=coef[1:], intercept=coef[0], n=n, chi2_red=np.nan)
     dof = n - p - 1
     if dof > 0:
-        resid = y - A @ coef
-        s2 = resid @ resid / dof
-        cov = s2 * np.linalg.pinv(A.T @ A)
+        resid = (y - A @ coef) * sw
+        chi2 = resid @ resid / dof
+        s2 = chi2 if sigma is None else max(1.0, chi2)
+        out["chi2_red"] = chi2 if sigma is not None else np.nan
+        cov = s2 * np.linalg.pinv((A * w[:, None]).T @ A)
         half = stats.t.ppf(0.975, dof) * np.sqrt(np.diag(cov)[1:])
         out.update(t_lo=coef[1:] - half, t_hi=coef[1:] + half)
     else:
@@ -50,13 +66,43 @@ def linear_fit(X, y, seed=0, n_boot=N_BOOT):
         Ab = A[idx]
         if np.linalg.matrix_rank(Ab) < p + 1:     # a resample that cannot identify the slopes
             continue
-        boots.append(np.linalg.lstsq(Ab, y[idx], rcond=None)[0][1:])
+        boots.append(np.linalg.lstsq(Ab * sw[idx, None], y[idx] * sw[idx], rcond=None)[0][1:])
     if len(boots) >= 100 and dof > 0:
         boots = np.array(boots)
         out.update(boot_lo=np.percentile(boots, 2.5, axis=0), boot_hi=np.percentile(boots, 97.5, axis=0))
     else:
         out.update(boot_lo=np.full(p, np.nan), boot_hi=np.full(p, np.nan))
     return out
+
+
+def tv_log_se(df):
+    """Standard error of log TV per row: tv_se / tv (the delta method)."""
+    return (df["tv_se"] / df["tv"]).to_numpy(float)
+
+
+SEARCH_RESOLUTION = 0.03        # runs._minimal brackets steps_min to 3%: sd 0.03/sqrt(12) in log
+
+
+def nfe_min_log_se(row):
+    """Standard error of log NFE_min of a minimal-mode row: the Monte-Carlo error of the TV at the
+    threshold carried to steps by the local slope of log TV vs log steps (from the search's
+    bracket; 1 when it cannot be read), and the search's 3% resolution, in quadrature."""
+    res = SEARCH_RESOLUTION / np.sqrt(12.0)
+    try:
+        pts = [(s, tv, se) for s, tv, se in json.loads(row["search"]) if tv is not None and np.isfinite(tv) and tv > 0]
+    except (TypeError, ValueError, KeyError):
+        return res
+    hi = [p for p in pts if p[0] == row["steps_min"]]
+    if not hi:
+        return res
+    s1, tv1, se1 = hi[0]
+    below = [p for p in pts if p[0] < s1]
+    slope = 1.0
+    if below:
+        s0, tv0, _ = max(below)
+        if tv0 > tv1 and s1 > s0:
+            slope = max(np.log(tv0 / tv1) / np.log(s1 / s0), 0.2)
+    return float(np.hypot(se1 / tv1 / slope, res))
 
 
 def verdict(lo, hi, theory, log_allowance=0.0):
@@ -89,42 +135,77 @@ def _minimal_rows(df):
     return df[(df["status"] == "ok") & (~df["censored"].astype(bool)) & df["nfe_min"].notna()]
 
 
-def exponent_table(dimension=None, epsilon=None):
-    """One row per (target, K, law): fitted exponent, 95% CIs, theory value, verdict."""
+GROUP_KEYS = ("target", "target_args", "tau_min", "K", "N")
+
+
+def _groups(df):
+    """(key dict, rows) per configuration of a minimal-mode study: the GROUP_KEYS present."""
+    keys = [k for k in GROUP_KEYS if k in df]
+    d = df.copy()
+    for k in keys:
+        d[k] = d[k].astype(str)
+    for vals, sub in d.groupby(keys, sort=True):
+        yield dict(zip(keys, vals if isinstance(vals, tuple) else (vals,))), df.loc[sub.index]
+
+
+def _num(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() else f
+
+
+def compare_prediction(lo, hi, value):
+    """A fitted exponent's 95% interval against a predicted value (not a bound): "consistent",
+    "below" or "above" the prediction."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "too few points"
+    return "consistent" if lo <= value <= hi else ("below" if hi < value else "above")
+
+
+def exponent_table(dimension=None, epsilon=None, orders=None, min_points=3):
+    """One row per configuration (target, target_args, tau_min, K, N) and law: the fitted
+    exponent of NFE_min, weighted by the standard error of each log NFE_min (`nfe_min_log_se`),
+    its 95% bootstrap and t intervals, the theorem's value (1 + 2/K for d, 1/K for eps) with a
+    verdict (`verdict`), and a second prediction with its comparison:
+
+    * law d: 1/(2p), p the nominal order of the configuration (`expected_order`): for independent
+      coordinates TV ~ sqrt(d) x the per-coordinate error ~ sqrt(d) h^p, so NFE ~ d^(1/(2p)).
+    * law eps: 1/p with p the measured TV order of (K, N) from the order study (`orders`, the
+      `order_table`), else the nominal order: TV ~ h^p gives NFE ~ eps^(-1/p).
+    """
     out = []
     dim_rows = _minimal_rows(dimension) if dimension is not None else None
     eps_rows = _minimal_rows(epsilon) if epsilon is not None else None
-    keys = set()
-    for d in (dim_rows, eps_rows):
-        if d is not None:
-            keys |= set(zip(d["target"], d["K"].astype(int)))
-    for target, K in sorted(keys):
-        laws = []
-        if dim_rows is not None:
-            sub = dim_rows[(dim_rows.target == target) & (dim_rows.K == K)]
-            if len(sub) >= 2:
-                laws.append(("d", sub, np.log(sub["dim"]), ["b"], [1 + 2 / K], [log_allowance(sub["dim"])],
-                             f"d {int(sub.dim.min())}-{int(sub.dim.max())}, eps {sub.eps.iloc[0]:g}"))
-        if eps_rows is not None:
-            sub = eps_rows[(eps_rows.target == target) & (eps_rows.K == K)]
-            if len(sub) >= 2:
-                laws.append(("eps", sub, np.log(1 / sub["eps"]), ["c"], [1 / K], [log_allowance(1 / sub["eps"])],
-                             f"eps {sub.eps.min():g}-{sub.eps.max():g}, d {int(sub.dim.iloc[0])}"))
-        if dim_rows is not None and eps_rows is not None:
-            sub = pd.concat([dim_rows[(dim_rows.target == target) & (dim_rows.K == K)],
-                             eps_rows[(eps_rows.target == target) & (eps_rows.K == K)]])
-            if len(sub) >= 4 and sub["dim"].nunique() >= 2 and sub["eps"].nunique() >= 2:
-                X = np.column_stack([np.log(sub["dim"]), np.log(1 / sub["eps"])])
-                laws.append(("joint", sub, X, ["b", "c"], [1 + 2 / K, 1 / K],
-                             [log_allowance(sub["dim"]), log_allowance(1 / sub["eps"])], f"{len(sub)} points"))
-        for law, sub, X, names, theory, allow, rng_txt in laws:
-            f = linear_fit(X, np.log(sub["nfe_min"]))
-            for i, (name, th, al) in enumerate(zip(names, theory, allow)):
-                out.append(dict(target=target, K=K, law=law, exponent=name, fitted=f["coef"][i],
-                                ci_lo=f["boot_lo"][i], ci_hi=f["boot_hi"][i],
-                                t_lo=f["t_lo"][i], t_hi=f["t_hi"][i], theory=th, n_points=f["n"],
-                                log_allowance=al, range=rng_txt,
-                                verdict=verdict(f["boot_lo"][i], f["boot_hi"][i], th, al)))
+    for law, rows, var in (("d", dim_rows, "dim"), ("eps", eps_rows, "eps")):
+        if rows is None or rows.empty:
+            continue
+        for key, sub in _groups(rows):
+            if sub[var].nunique() < min(min_points, 2) or len(sub) < 2:
+                continue
+            K = int(float(key["K"]))
+            x = np.log(sub["dim"]) if law == "d" else np.log(1 / sub["eps"])
+            sig = np.array([nfe_min_log_se(r) for _, r in sub.iterrows()])
+            f = linear_fit(x, np.log(sub["nfe_min"]), sigma=sig)
+            steps_c = float(np.exp(np.mean(np.log(sub["steps_min"]))))
+            p_nom = expected_order(K, key.get("N", K), steps_c)
+            p, p_src = p_nom, "nominal"
+            if law == "eps" and orders is not None and len(orders):
+                m = orders[(orders.K.astype(int) == K) & (orders.N.astype(str) == str(key.get("N", K)))]
+                if len(m) and np.isfinite(m["tv_order"].iloc[0] if "tv_order" in m else np.nan):
+                    p, p_src = float(m["tv_order"].iloc[0]), "measured (order study)"
+            theory = 1 + 2 / K if law == "d" else 1 / K
+            pred = 1 / (2 * p) if law == "d" else 1 / p
+            allow = log_allowance(sub["dim"] if law == "d" else 1 / sub["eps"])
+            lo, hi = f["boot_lo"][0], f["boot_hi"][0]
+            rng_txt = (f"d {int(sub.dim.min())}-{int(sub.dim.max())}, eps {sub.eps.iloc[0]:g}" if law == "d"
+                       else f"eps {sub.eps.min():g}-{sub.eps.max():g}, d {int(sub.dim.iloc[0])}")
+            out.append(dict({k: _num(v) for k, v in key.items()}, law=law, exponent="b" if law == "d" else "c",
+                            fitted=f["coef"][0], ci_lo=lo, ci_hi=hi, t_lo=f["t_lo"][0], t_hi=f["t_hi"][0],
+                            chi2_red=f["chi2_red"], theory=theory, n_points=f["n"], log_allowance=allow, range=rng_txt,
+                            verdict=verdict(lo, hi, theory, allow), p=p, p_source=p_src, prediction=pred,
+                            vs_prediction=compare_prediction(lo, hi, pred)))
     return pd.DataFrame(out)
 
 
@@ -156,7 +237,7 @@ def order_table(df, last=4):
                 continue
             s = sub[mask].tail(last)
             if len(s) >= 3:
-                f = linear_fit(np.log(s["nfe"]), np.log(s[metric]))
+                f = linear_fit(np.log(s["nfe"]), np.log(s[metric]), sigma=tv_log_se(s) if metric == "tv" else None)
                 row.update({f"{metric}_order": -f["coef"][0], f"{metric}_ci_lo": -f["boot_hi"][0],
                             f"{metric}_ci_hi": -f["boot_lo"][0]})
         out.append(row)
@@ -196,7 +277,7 @@ def score_error_table(df):
     return pd.DataFrame(out)
 
 
-CONFIG_KEYS = ("target", "dim", "sampler", "K", "N", "nodes", "sweep", "sampler_args", "score_eps", "init")
+CONFIG_KEYS = ("target", "target_args", "dim", "tau_min", "sampler", "K", "N", "nodes", "sweep", "sampler_args", "score_eps", "init")
 
 
 def generic_table(df, last=4):
@@ -219,7 +300,7 @@ def generic_table(df, last=4):
             sub = sub.sort_values("nfe")
             good = sub[sub[metric] > (3 * sub["tv_se"] if metric == "tv" else 1e-10)].tail(last)
             if good["nfe"].nunique() >= 3:
-                f = linear_fit(np.log(good["nfe"]), np.log(good[metric]))
+                f = linear_fit(np.log(good["nfe"]), np.log(good[metric]), sigma=tv_log_se(good) if metric == "tv" else None)
                 row.update(order=-f["coef"][0], ci_lo=-f["boot_hi"][0], ci_hi=-f["boot_lo"][0], note="")
             else:
                 row["note"] = f"fewer than 3 resolved points ({good['nfe'].nunique()})"

@@ -1,4 +1,4 @@
-"""Numba kernels for the Gaussian-mixture family, each with a pure-NumPy twin.
+"""Numba kernels for the Gaussian-mixture family and the product targets, each with a pure-NumPy twin.
 
 The kernels evaluate, for a batch x of shape (n, d) at one noise level, the log density
 log q(x) = logsumexp_k [log w_k + log N(x; m_k, C_k)], the score s = sum_k r_k g_k with
@@ -16,10 +16,13 @@ The `*_numpy` twins compute the same quantities with plain NumPy broadcasting; t
 as the oracle.  They allocate O(n M d) memory and are meant for small batches.
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["iso_score", "iso_score_into", "iso_score_numpy", "full_score", "full_score_into", "full_score_numpy", "full_block_rows", "lincomb", "lincomb_numpy"]
+__all__ = ["iso_score", "iso_score_into", "iso_score_numpy", "full_score", "full_score_into", "full_score_numpy", "full_block_rows", "lincomb", "lincomb_numpy",
+           "product_into", "uniform_numpy", "rademacher_numpy", "gmm1_numpy"]
 
 # Reassociation and contraction let LLVM vectorise the reductions over d and fuse multiply-adds;
 # the flags that assume finite values are left out, so non-finite states still propagate to the
@@ -352,3 +355,190 @@ def lincomb_numpy(C, arrays, out):
     """NumPy twin of `lincomb`."""
     out[...] = np.einsum("jq,qnd->jnd", C, np.stack(arrays))
     return out
+
+
+# -- product targets (SPEC 9): one-dimensional closed forms, applied coordinate-wise -------------
+#
+# A product target's log q is a sum over coordinates and its score Jacobian is diagonal, so the
+# kernels return, for x (n, d): logq (n,) (the row sums), s (n, d) and ds = d s_i / d x_i (n, d).
+# Each law has a scalar function `_<law>1(x, a, tau, params) -> (log q1, s1, s1')`, and one
+# parallel driver per law loops over the samples.
+
+LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+SQRT_HALF_PI = np.sqrt(0.5 * np.pi)
+MILLS_SERIES_FROM = 10.0     # the asymptotic series of 1 - t R(t) is used for t >= 10 (see _mills)
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def _mills(t):
+    """(R(t), w(t)) for t >= 0: R = Phi(-t) / phi(t) the Mills ratio and w = 1 - t R(t).
+
+    For t < 10, R = sqrt(pi/2) exp(t^2/2) erfc(t/sqrt 2) (relative error <= t^2/2 eps from the
+    rounding of t^2/2). For t >= 10, the asymptotic series w = sum_k>=1 (-1)^(k+1) (2k-1)!!/t^(2k)
+    (Abramowitz & Stegun 7.1.23), summed to its smallest term, which at t = 10 is 2e-22 of the
+    first; then R = (1 - w)/t. w itself is ~1/t^2: computing it as 1 - t R would lose t^2 of
+    relative accuracy, and the uniform marginal's s' in the tails needs w to full precision.
+    """
+    if t < MILLS_SERIES_FROM:
+        R = SQRT_HALF_PI * np.exp(0.5 * t * t) * math.erfc(t / np.sqrt(2.0))
+        return R, 1.0 - t * R
+    inv = 1.0 / (t * t)
+    term = inv
+    w = 0.0
+    k = 1
+    while k < 200:
+        w += term
+        nxt = -term * (2 * k + 1) * inv
+        if abs(nxt) >= abs(term) or abs(nxt) < 1e-18 * abs(w):
+            break
+        term = nxt
+        k += 1
+    return (1.0 - w) / t, w
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def _uniform1(x, a, tau, c, want_logq):
+    """Uniform law on [-c, c]: (log q1, s1, s1') at x (SPEC 9, with b = a c in place of a).
+
+    By symmetry x >= 0 is computed (q, s' even, s odd). With rt = sqrt(tau), beta = (b - x)/rt,
+    alpha = -(b + x)/rt: Z = Phi(beta) - Phi(alpha), q1 = Z / (2b), and with lam = phi/Z,
+    s1 = (lam_alpha - lam_beta)/rt, tau s1' = alpha lam_alpha - beta lam_beta - (lam_alpha - lam_beta)^2.
+    Inside the support (beta >= 0) Z = (erf(beta/sqrt2) + erf(-alpha/sqrt2))/2, a sum of two
+    non-negative terms. In the tail (beta < 0) everything is scaled by phi(beta): with z = -beta,
+    omega = exp(-2 b x / tau) and D = R(z) - omega R(-alpha) = Z / phi(beta),
+        s1 = -(1 - omega) / (D rt),  tau s1' = (-w(z) + omega (2 - omega - z R(-alpha) + alpha D)) / D^2,
+    which has no cancellation of large terms (w from `_mills`).
+    """
+    sgn = 1.0
+    if x < 0.0:
+        x, sgn = -x, -1.0
+    b = a * c
+    rt = np.sqrt(tau)
+    beta = (b - x) / rt
+    alpha = -(b + x) / rt
+    if beta >= 0.0:
+        Z = 0.5 * (math.erf(beta / np.sqrt(2.0)) + math.erf(-alpha / np.sqrt(2.0)))
+        la = np.exp(-0.5 * alpha * alpha - LOG_SQRT_2PI) / Z
+        lb = np.exp(-0.5 * beta * beta - LOG_SQRT_2PI) / Z
+        lq = np.log(Z) - np.log(2.0 * b) if want_logq else 0.0
+        s = (la - lb) / rt
+        ds = (alpha * la - beta * lb - (la - lb) ** 2) / tau
+        return lq, sgn * s, ds
+    z = -beta
+    Rz, wz = _mills(z)
+    Ra, _ = _mills(-alpha)
+    om1 = -np.expm1(-2.0 * b * x / tau)          # 1 - omega, accurate when omega is near 1
+    om = 1.0 - om1
+    D = Rz - om * Ra
+    lq = -0.5 * z * z - LOG_SQRT_2PI + np.log(D) - np.log(2.0 * b) if want_logq else 0.0
+    s = -om1 / (D * rt)
+    ds = (-wz + om * (1.0 + om1 - z * Ra + alpha * D)) / (D * D * tau)
+    return lq, sgn * s, ds
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def _rademacher1(x, b, tau, want_logq):
+    """+-c with probability 1/2: q1 = (N(x; b, tau) + N(x; -b, tau))/2 with b = a c, so with
+    z = b x / tau: log q1 = -(x^2 + b^2)/(2 tau) + log cosh z - log(2 pi tau)/2,
+    s1 = (b tanh z - x)/tau, s1' = (b/tau)^2 sech^2 z - 1/tau (SPEC 9). log cosh and sech^2 are
+    written with e = exp(-2|z|) so that they stay accurate for large |z|."""
+    z = b * x / tau
+    e = np.exp(-2.0 * abs(z))
+    lq = 0.0
+    if want_logq:
+        lq = -(x * x + b * b) / (2.0 * tau) + abs(z) + np.log1p(e) - np.log(2.0) - 0.5 * np.log(2.0 * np.pi * tau)
+    th = np.sign(z) * (1.0 - e) / (1.0 + e)
+    sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e))
+    return lq, (b * th - x) / tau, (b / tau) ** 2 * sech2 - 1.0 / tau
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def _gmm1(x, P, want_logq):
+    """1-D Gaussian mixture sum_k w_k N(m_k, v_k): q1 = sum_k w_k N(x; a m_k, sig_k^2), sig_k^2 =
+    a^2 v_k + tau; s1 = sum_k r_k g_k, s1' = sum_k r_k (g_k^2 - 1/sig_k^2) - s1^2 with
+    g_k = -(x - a m_k)/sig_k^2 and r_k the responsibilities. P holds what depends on tau alone:
+    rows a m_k, 1/sig_k^2, log w_k - log(2 pi sig_k^2)/2 (`products.Mixture1D.coefficients`)."""
+    M = P.shape[1]
+    mx = -np.inf
+    for k in range(M):
+        u = x - P[0, k]
+        mx = max(mx, P[2, k] - 0.5 * u * u * P[1, k])
+    tot = 0.0
+    s = 0.0
+    s2 = 0.0
+    for k in range(M):
+        u = x - P[0, k]
+        lt = P[2, k] - 0.5 * u * u * P[1, k] - mx
+        r = np.exp(max(lt, UNDERFLOW)) if lt > UNDERFLOW else 0.0
+        g = -u * P[1, k]
+        tot += r
+        s += r * g
+        s2 += r * (g * g - P[1, k])
+    s /= tot
+    return (mx + np.log(tot)) if want_logq else 0.0, s, s2 / tot - s * s
+
+
+@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
+def product_into(law, P, x, tau, want_logq, logq, s, ds):
+    """Fill logq (n,) with sum_i log q1(x_i) (when want_logq), s (n, d) and ds (n, d) for the
+    1-D law `law` at noise level tau: 0 uniform [-c, c] and 1 Rademacher +-c with P = [[c]];
+    2 a Gaussian mixture with P its coefficients at tau (see `_gmm1`). ds may have 0 rows
+    (not wanted)."""
+    n, d = x.shape
+    a = np.sqrt(1.0 - tau)
+    want_ds = ds.shape[0] > 0
+    for i in prange(n):
+        acc = 0.0
+        for j in range(d):
+            if law == 0:
+                lq, si, dsi = _uniform1(x[i, j], a, tau, P[0, 0], want_logq)
+            elif law == 1:
+                lq, si, dsi = _rademacher1(x[i, j], a * P[0, 0], tau, want_logq)
+            else:
+                lq, si, dsi = _gmm1(x[i, j], P, want_logq)
+            acc += lq
+            s[i, j] = si
+            if want_ds:
+                ds[i, j] = dsi
+        logq[i] = acc
+    return logq, s, ds
+
+
+def uniform_numpy(x, tau, c):
+    """NumPy/SciPy twin of the uniform law (log q1, s1, s1') elementwise, straight from the
+    definitions with scipy.special.log_ndtr: log Z = log Phi(beta) + log(1 - Phi(alpha)/Phi(beta))
+    after reflecting x to x >= 0. Accurate where the tails do not cancel (|x| - a c of a few
+    sqrt(tau) at most); the tests use it as the oracle there and mpmath beyond."""
+    from scipy import special
+    x = np.asarray(x, float)
+    sgn = np.where(x < 0, -1.0, 1.0)
+    x = np.abs(x)
+    a = np.sqrt(1.0 - tau)
+    b, rt = a * c, np.sqrt(tau)
+    beta, alpha = (b - x) / rt, -(b + x) / rt
+    lb, la = special.log_ndtr(beta), special.log_ndtr(alpha)
+    logZ = lb + np.log(-np.expm1(la - lb))
+    lam_a = np.exp(-0.5 * alpha ** 2 - LOG_SQRT_2PI - logZ)
+    lam_b = np.exp(-0.5 * beta ** 2 - LOG_SQRT_2PI - logZ)
+    s = (lam_a - lam_b) / rt
+    ds = (alpha * lam_a - beta * lam_b - (lam_a - lam_b) ** 2) / tau
+    return logZ - np.log(2 * b), sgn * s, ds
+
+
+def rademacher_numpy(x, tau, c):
+    """NumPy twin of the Rademacher law, as the two-component mixture (logaddexp of the terms)."""
+    return gmm1_numpy(x, tau, np.array([0.5, 0.5]), np.array([-c, c]), np.zeros(2))
+
+
+def gmm1_numpy(x, tau, w, m, v):
+    """NumPy twin of the 1-D Gaussian mixture (broadcast over the components)."""
+    x = np.asarray(x, float)[..., None]
+    a = np.sqrt(1.0 - tau)
+    sig2 = a * a * np.asarray(v, float) + tau
+    u = x - a * np.asarray(m, float)
+    lt = np.log(w) - 0.5 * np.log(2 * np.pi * sig2) - 0.5 * u * u / sig2
+    lq = np.logaddexp.reduce(lt, axis=-1)
+    r = np.exp(lt - lq[..., None])
+    g = -u / sig2
+    s = np.sum(r * g, axis=-1)
+    return lq, s, np.sum(r * (g * g - 1 / sig2), axis=-1) - s * s

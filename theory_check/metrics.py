@@ -52,7 +52,7 @@ def log_ratio(target, result):
     ndarray (n,)
     """
     if result.logdet is None:
-        raise ValueError("result has no logdet: run sample(..., jacobian='full' or 'structured')")
+        raise ValueError("result has no logdet: run sample(..., jacobian='full', 'structured' or 'diagonal')")
     logp_out = result.logp_in - result.logdet
     try:
         logq = target.log_density(result.x_out, result.taus[-1])

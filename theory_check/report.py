@@ -16,12 +16,12 @@ __all__ = ["reproduce", "fit", "plot", "summary", "baseline", "load", "is_quick"
 # The repository's studies/ (editable install or source checkout), else ./studies.
 STUDIES_DIR = next((d for d in (sweep.PACKAGE_DIR.parent / "studies", pathlib.Path("studies")) if d.is_dir()),
                    sweep.PACKAGE_DIR.parent / "studies")
-STUDY_ORDER = ("order", "refinement", "score_error", "samplers", "paper_schedule", "epsilon", "dimension")
+STUDY_ORDER = ("order", "refinement", "score_error", "samplers", "paper_schedule", "epsilon", "dimension", "tightness")
 
 # Regression baseline (SPEC 8): fixed configurations whose TV and KL the tests recompute. Each
 # comes at two step counts, so its observed rate is checked too. HEROISM K = 1..4 and the
 # production samplers on gmm-aniso (full Jacobian); HEROISM on gmm-iso and the sphere at larger
-# d in the structured mode; a point cloud in the full mode.
+# d in the structured mode; a point cloud in the full mode; two product targets in the diagonal mode.
 BASELINE_SPECS = (
     [dict(target="gmm-aniso", dim=4, K=K, N="K", steps=steps, n=2000, seed=11)
      for K in (1, 2, 3, 4) for steps in (16, 32)]
@@ -31,7 +31,11 @@ BASELINE_SPECS = (
        for steps in (16, 32)]
     + [dict(target="sphere", dim=32, K=2, N="K", steps=steps, n=1000, seed=13, jacobian="structured")
        for steps in (16, 32)]
-    + [dict(target="circle", dim=2, K=4, N="K", steps=steps, n=2000, seed=14, jacobian="full") for steps in (32, 64)])
+    + [dict(target="circle", dim=2, K=4, N="K", steps=steps, n=2000, seed=14, jacobian="full") for steps in (32, 64)]
+    + [dict(target="uniform-cube", dim=256, K=3, N="K", steps=steps, n=1000, seed=15, jacobian="diagonal")
+       for steps in (16, 32)]
+    + [dict(target="product-gmm", dim=64, sampler="dpm3m", steps=steps, n=1000, seed=16, jacobian="diagonal")
+       for steps in (16, 32)])
 
 
 def study_files(studies_dir=None):

@@ -6,6 +6,7 @@ sampler is recorded in the row (status "failed", the reason) rather than raised.
 
 Spec keys (defaults in DEFAULTS):
     target, dim, target_seed        the benchmark instance (targets.make)
+    target_args                     the product families' shape parameters (a table: scale, width)
     score_eps                       > 0 wraps the target in Perturbed(score_eps, seed=target_seed)
     sampler, sampler_args           the sampler (samplers.make): a built-in name or alias, or
                                     "package.module:attr"; sampler_args its parameters (a table)
@@ -34,7 +35,7 @@ from .sampling import INITS, sample
 __all__ = ["DEFAULTS", "METRICS", "SCHEDULES", "normalise", "build", "make_sampler", "schedule", "evaluate", "cost",
            "memory_estimate", "available_memory", "check_memory"]
 
-DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, score_eps=0.0,
+DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, target_args={}, score_eps=0.0,
                 sampler="heroism", sampler_args={}, K=3, N="K", nodes="equispaced", sweep="jacobi",
                 schedule="log_snr", steps=16, tau_min=1e-3, tau_max=1 - 1e-3, nfe_budget=None,
                 n=2000, seed=0, init="exact", metrics=["tv", "kl"], jacobian="auto",
@@ -72,13 +73,14 @@ def normalise(spec):
         raise ValueError(f"unknown run parameter(s): {', '.join(sorted(unknown))}")
     out = {**DEFAULTS, **spec}
     out["sampler"] = S.canonical(out["sampler"])
-    args = out["sampler_args"]
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise ValueError(f"sampler_args must be a table of named parameters, got {args!r}")
-    bad = [k for k, v in args.items() if not isinstance(v, (bool, int, float, str))]
-    if bad:
-        raise ValueError(f"sampler_args: {bad[0]} must be a number, a boolean or a string, got {checks.show(args[bad[0]])}")
-    out["sampler_args"] = dict(sorted(args.items()))
+    for name in ("sampler_args", "target_args"):
+        args = out[name]
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+            raise ValueError(f"{name} must be a table of named parameters, got {args!r}")
+        bad = [k for k, v in args.items() if not isinstance(v, (bool, int, float, str))]
+        if bad:
+            raise ValueError(f"{name}: {bad[0]} must be a number, a boolean or a string, got {checks.show(args[bad[0]])}")
+        out[name] = dict(sorted(args.items()))
     if out["sampler"] != "heroism":
         out.update(K=None, N=None, nodes=None, sweep=None)
     else:
@@ -102,7 +104,7 @@ def normalise(spec):
     return out
 
 
-JACOBIANS = ("auto", "none", "full", "structured")
+JACOBIANS = ("auto", "none", "full", "structured", "diagonal")
 W2_METHODS = ("exact", "sliced")
 W2_EXACT_MAX_N = 10_000         # POT's network simplex is O(n^3): ~1 min at n = 1e4 here
 
@@ -176,7 +178,7 @@ def check_memory(spec):
 def build(spec):
     """(target, sampler) for a normalised spec: `targets.make` (wrapped in `targets.Perturbed`
     when score_eps > 0) and `make_sampler`."""
-    target = targets.make(spec["target"], spec["dim"], spec["target_seed"])
+    target = targets.make(spec["target"], spec["dim"], spec["target_seed"], **spec["target_args"])
     if spec["score_eps"]:
         target = targets.Perturbed(target, spec["score_eps"], seed=spec["target_seed"])
     return target, make_sampler(spec)
@@ -207,6 +209,8 @@ def jacobian_mode(target, spec):
         return "none"
     if spec["jacobian"] != "auto":
         return spec["jacobian"]
+    if getattr(target, "diagonal", False):
+        return "diagonal"
     U = target.active_basis
     return "structured" if U is not None and U.shape[1] + 1 < target.dim else "full"
 
@@ -250,6 +254,7 @@ def evaluate(spec):
     target, sampler = build(spec)
     jac = jacobian_mode(target, spec)
     row = dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
+               target_args=json.dumps(spec["target_args"]),
                jacobian=jac, status="ok", error="")
     try:
         if spec["mode"] == "fixed":

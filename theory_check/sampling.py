@@ -72,7 +72,7 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
         Higher-Order Approximation", arXiv:2506.24042 (2025).
     seed : int
         Seed of x_in; the same seed gives the same numbers.
-    jacobian : {"none", "full", "structured"}
+    jacobian : {"none", "full", "structured", "diagonal"}
         A Jacobian mode gives the log-determinant that `metrics.tv_kl` needs.
 
     Returns

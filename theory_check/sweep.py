@@ -12,6 +12,8 @@ A study file:
     K = [1, 2, 3]
     N = ["K-1", "K", "paper"]
     steps = [4, 8, 16]
+    cases = [{ target = "gmm-iso", dim = 64 }, { target = "uniform-cube", dim = 256, n = 1000 }]
+                                   # (defaults or grid) one axis of tables: parameters bound together
     [quick]                        # overrides applied with --quick (defaults and every grid)
     steps = [4, 8]
     max_dim = 64                   # (quick only) drop runs with dim > 64
@@ -62,7 +64,7 @@ class SweepError(RuntimeError):
 
 # The modules a row's numbers depend on. Their source is part of every run key, so changed
 # numerics never reuse stale rows, while edits to fits, plots or the CLI keep the cache.
-NUMERIC_MODULES = ("checks", "kernels", "metrics", "runs", "samplers", "sampling", "schedules", "targets")
+NUMERIC_MODULES = ("checks", "kernels", "metrics", "products", "runs", "samplers", "sampling", "schedules", "targets")
 
 
 def _module_files(name):
@@ -157,7 +159,14 @@ def load_study(path, quick=False):
     allowed = set(runs.DEFAULTS)
     for section, table in [("defaults", defaults), ("quick", {k: v for k, v in quick_all.items() if k != "max_dim"})] + \
             [(f"grid {i + 1}", g) for i, g in enumerate(grids)]:
-        typo = set(table) - allowed
+        if "cases" in table:
+            cases = table["cases"]
+            if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+                raise ValueError(f"{where}: cases in [{section}] must be a list of tables of run parameters, got {cases!r}")
+            typo = set().union(*cases) - allowed
+            if typo:
+                raise ValueError(f"{where}: unknown run parameter(s) in the cases of [{section}]: {sorted(typo)}")
+        typo = set(table) - allowed - {"cases"}
         if typo:
             raise ValueError(f"{where}: unknown run parameter(s) in [{section}]: {sorted(typo)}")
         empty = [k for k, v in table.items() if isinstance(v, list) and not v]
@@ -180,8 +189,13 @@ def load_study(path, quick=False):
         keys = list(g)
         values = [v if isinstance(v, list) and k != "metrics" else [v] for k, v in g.items()]
         for combo in itertools.product(*values):
+            raw_spec = dict(zip(keys, combo))
+            # a case binds parameters that vary together (a target with its dim and n); its values
+            # win over [defaults] and the grid's, and --quick's over its
+            case = raw_spec.pop("cases", {})
+            raw_spec.update({k: v for k, v in case.items() if k not in quick_over})
             try:
-                spec = runs.normalise(dict(zip(keys, combo)))
+                spec = runs.normalise(raw_spec)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
             canon = json.dumps(spec, sort_keys=True, default=str)

@@ -77,6 +77,7 @@ class Target:
 
     dim: int
     active_basis = None
+    diagonal = False        # True: the score Jacobian is diagonal (products; jacobian="diagonal")
 
     # -- public API: validate, then evaluate --------------------------------------------------
     def log_density(self, x, tau):
@@ -724,7 +725,8 @@ class Perturbed(Target):
 
 # -- named benchmark instances -----------------------------------------------------------------
 
-NAMES = ("gmm-iso", "gmm-aniso", "circle", "swiss-roll", "torus", "sphere", "subspace-gmm")
+NAMES = ("gmm-iso", "gmm-aniso", "circle", "swiss-roll", "torus", "sphere", "subspace-gmm",
+         "rademacher-cube", "uniform-cube", "product-gmm")
 
 
 def _spread_means(dim, M, radius, rng):
@@ -746,7 +748,7 @@ def _random_cov(dim, cond, rng):
     return (R * lam) @ R.T
 
 
-def make(name, dim, seed=0):
+def make(name, dim, seed=0, **params):
     """A named benchmark instance in R^dim, deterministic in `seed`.
 
     gmm-iso       4 well-separated isotropic modes, weights .4/.3/.2/.1, sd .2/.3/.45/.6
@@ -756,6 +758,8 @@ def make(name, dim, seed=0):
     torus         64 points on a torus R=2, r=0.7 (dim >= 3)
     sphere        uniform on S^{k-1}, k = min(dim, 3), radius 2, random subspace
     subspace-gmm  3 full-covariance modes in a random r = min(dim, 3) dim subspace
+    rademacher-cube, uniform-cube, product-gmm
+                  product targets (`products.make`, SPEC 9): d non-Gaussian directions
 
     Parameters
     ----------
@@ -764,7 +768,9 @@ def make(name, dim, seed=0):
     dim : int
         Dimension d.
     seed : int
-        Seed of the instance (means, covariances, embeddings).
+        Seed of the instance (means, covariances, embeddings; the products have none).
+    **params
+        The product families' shape parameters (`products.PARAMS`: scale, width).
 
     Returns
     -------
@@ -779,6 +785,14 @@ def make(name, dim, seed=0):
         raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
     dim = checks.integer(dim, "dim", minimum=1)
     rng = checks.rng(seed)
+    from . import products          # products builds on Target: imported here, not at the top
+    allowed = products.PARAMS.get(name, ())
+    bad = sorted(set(params) - set(allowed))
+    if bad:
+        raise ValueError(f"target_args: {bad[0]} is not a parameter of {name} "
+                         f"({', '.join(allowed) if allowed else 'it takes none'})")
+    if name in products.NAMES:
+        return products.make(name, dim, **params)
     if name == "gmm-iso":
         return IsotropicGaussianMixture([0.4, 0.3, 0.2, 0.1], _spread_means(dim, 4, 3.0, rng),
                                         np.array([0.2, 0.3, 0.45, 0.6]) ** 2)

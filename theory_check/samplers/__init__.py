@@ -1,6 +1,6 @@
 """Samplers for the probability-flow ODE dx/dtau = -(x + s(x, tau)) / (2 (1 - tau)) (SPEC 5, 10).
 
-Every sampler has `run(target, taus, x, jacobian="none"|"full"|"structured") -> Output` mapping
+Every sampler has `run(target, taus, x, jacobian="none"|"full"|"structured"|"diagonal") -> Output` mapping
 samples at taus[0] to samples at taus[-1], with the exact number of score evaluations `nfe`
 (one evaluation of a batch counts once) and, when a Jacobian mode is asked for,
 `logdet` (n,) = log |det d x_out / d x_in| of the whole discrete map; and `nfe(steps)`,

@@ -13,9 +13,10 @@ checks the state after every step. A subclass implements two things:
   log-determinant of the discrete map in every Jacobian mode.
 * `nfe(steps)`: the number of score evaluations of a run of `steps` steps.
 
-Derivative modes (SPEC 5.3): "full" carries d x / d x_in as (n, d, d) arrays; "structured" as
+Derivative modes (SPEC 5.3, 9): "full" carries d x / d x_in as (n, d, d) arrays; "structured" as
 pairs (alpha, B) meaning alpha I + Q B Q^T with Q (n, d, m) an orthonormal basis of
-span{U, x_in} per sample (targets with an `active_basis` U).
+span{U, x_in} per sample (targets with an `active_basis` U); "diagonal" as (n, d) arrays, the
+diagonal of a map that acts on each coordinate alone (product targets, `target.diagonal`).
 """
 
 import itertools
@@ -24,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import checks, schedules
+from .. import checks, kernels, schedules
 
 __all__ = ["JACOBIAN_MODES", "NumericalError", "Output", "KnownLogdet", "Tangent", "Sampler", "a_of", "rho_of",
            "tau_of_rho", "lambda_of", "tau_of_lambda"]
 
-JACOBIAN_MODES = ("none", "full", "structured")
+JACOBIAN_MODES = ("none", "full", "structured", "diagonal")
 
 
 class NumericalError(FloatingPointError):
@@ -134,12 +135,12 @@ class Tangent:
     """Score evaluations with their derivatives with respect to x_in, and the NFE count.
 
     One `Tangent` serves one chunk of one run. A derivative `D` is None (mode "none"), an
-    (n, d, d) array ("full") or a pair (alpha (n,), B (n, m, m)) ("structured"); samplers never
-    look inside it, they only pass it to the methods below.
+    (n, d, d) array ("full"), a pair (alpha (n,), B (n, m, m)) ("structured") or an (n, d)
+    array ("diagonal"); samplers never look inside it, they only pass it to the methods below.
 
     Parameters
     ----------
-    mode : {"none", "full", "structured"}
+    mode : {"none", "full", "structured", "diagonal"}
     target : targets.Target
     x_in : ndarray (n, d)
         The chunk's initial samples (the structured basis is built from them).
@@ -164,6 +165,9 @@ class Tangent:
         if mode == "structured" and target.active_basis is None:
             raise ValueError(f"jacobian='structured' needs a target with an active_basis; "
                              f"{type(target).__name__} has none (use 'full')")
+        if mode == "diagonal" and not getattr(target, "diagonal", False):
+            raise ValueError(f"jacobian='diagonal' needs a product target (its score Jacobian diagonal); "
+                             f"{type(target).__name__} is not one (use 'full')")
         self.mode, self.target, self.nfe = mode, target, 0
         self.n, self.d = x_in.shape
         if mode == "structured":
@@ -176,12 +180,16 @@ class Tangent:
             return np.broadcast_to(np.eye(self.d), (self.n, self.d, self.d)).copy()
         if self.mode == "structured":
             return np.ones(self.n), np.zeros((self.n, self.m, self.m))
+        if self.mode == "diagonal":
+            return np.ones((self.n, self.d))
         return None
 
     def lin(self, coefs, Ds):
         """The derivative of sum_i coefs[i] * v_i given the derivatives Ds[i] of v_i (scalar coefs)."""
         if self.mode == "none":
             return None
+        if self.mode == "diagonal":
+            return kernels.lincomb(np.array([coefs], float), tuple(Ds), np.empty((1, self.n, self.d)))[0]
         if self.mode == "full":
             out = coefs[0] * Ds[0]
             for c, D in zip(coefs[1:], Ds[1:]):
@@ -210,6 +218,10 @@ class Tangent:
         if self.mode == "full":
             _, g, J = self.target._eval(y, tau, True)
             return g, np.matmul(J, Dy)
+        if self.mode == "diagonal":
+            _, g, ds = self.target._eval_diag(y, tau, True, want_logq=False)
+            ds *= Dy
+            return g, ds
         g, c, G = self.target._structured(y, tau, self.Q)
         alpha, B = Dy
         return g, (c * alpha, c[:, None, None] * B + alpha[:, None, None] * G + np.matmul(G, B))
@@ -231,6 +243,10 @@ class Tangent:
             return np.ones_like(D.logdet), D.logdet
         if self.mode == "full":
             return np.linalg.slogdet(D)
+        if self.mode == "diagonal":
+            sign = np.where(np.any(D == 0, axis=1), 0.0, 1.0 - 2.0 * (np.count_nonzero(D < 0, axis=1) % 2))
+            with np.errstate(divide="ignore"):
+                return sign, np.sum(np.log(np.abs(D)), axis=1)
         alpha, B = D
         sign, ld = np.linalg.slogdet(alpha[:, None, None] * np.eye(self.m) + B)
         k = self.d - self.m
@@ -239,7 +255,7 @@ class Tangent:
     def finite(self, D):
         if self.mode == "none" or isinstance(D, KnownLogdet):
             return True
-        if self.mode == "full":
+        if self.mode in ("full", "diagonal"):
             return bool(np.all(np.isfinite(D)))
         return bool(np.all(np.isfinite(D[0])) and np.all(np.isfinite(D[1])))
 
@@ -334,7 +350,7 @@ class Sampler:
     @classmethod
     def chunk_rows(cls, d, jacobian="none"):
         """Rows per chunk: CHUNK_FLOATS floats of state (with its d x d derivative in 'full' mode)."""
-        per_row = d * (d + 1) if jacobian == "full" else d
+        per_row = d * (d + 1) if jacobian == "full" else 2 * d if jacobian == "diagonal" else d
         return max(16, cls.CHUNK_FLOATS // per_row)
 
     def run(self, target, taus, x, jacobian="none"):
@@ -346,8 +362,9 @@ class Sampler:
         taus : array_like (steps + 1,)
             Strictly decreasing, in (0, 1).
         x : array_like (n, d)
-        jacobian : {"none", "full", "structured"}
-            "full" or "structured" also returns log|det d x_out / d x_in| per sample.
+        jacobian : {"none", "full", "structured", "diagonal"}
+            "full", "structured" or "diagonal" (product targets) also returns
+            log|det d x_out / d x_in| per sample.
 
         Returns
         -------

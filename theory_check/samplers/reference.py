@@ -51,7 +51,7 @@ class Reference(Sampler):
         dx/dlambda = tau (x + s(x, tau)) / 2,
 
     which is non-stiff at both ends. logdet comes from Liouville's formula integrated beside x,
-    d logdet / dlambda = tau (d + tr grad s) / 2, with the trace from the full or the structured
+    d logdet / dlambda = tau (d + tr grad s) / 2, with the trace from the full, the structured or the diagonal
     Jacobian. All samples are integrated as one system (one step-size sequence for the batch;
     the error is controlled on that system, so rtol and atol bound the batch's weighted RMS
     error, and one sample's error may be several times larger). Only the end point is taken from
@@ -83,6 +83,9 @@ class Reference(Sampler):
             if tan.mode == "full":
                 _, s, J = target._eval(xx, tau, True)
                 tr = np.trace(J, axis1=1, axis2=2)
+            elif tan.mode == "diagonal":
+                _, s, ds = target._eval_diag(xx, tau, True, want_logq=False)
+                tr = ds.sum(axis=1)
             else:
                 s, c, G = target._structured(xx, tau, tan.Q)
                 tr = c * d + np.trace(G, axis1=1, axis2=2)
