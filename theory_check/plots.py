@@ -9,13 +9,14 @@ drawn as failures (a cross on the panel's edge), never dropped; an empty panel i
 
 import io
 
+import matplotlib.lines
 import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
 from .fits import CONFIG_KEYS, expected_order, linear_fit
 
-__all__ = ["order", "dimension", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
+__all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
            "FIGURES", "figure_for", "context"]
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
@@ -206,12 +207,119 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
     return _finish(fig, title, df, quick, path)
 
 
+NON_GAUSSIAN = {"gmm-iso": "4 mean directions", "gmm-aniso": "3 modes, full covariances",
+                "rademacher-cube": "d non-Gaussian coordinates", "uniform-cube": "d non-Gaussian coordinates",
+                "product-gmm": "d non-Gaussian coordinates"}
+
+
+def _is_paper(N):
+    return str(N) == "paper"
+
+
 @_with_rc
 def dimension(df, path=None, quick=False):
-    """Minimal NFE vs d per target and K, with the least-squares fit and the theorem's slope 1 + 2/K."""
+    """Minimal NFE vs d, one panel per target: per K a marker and grey, N = K filled with a solid
+    least-squares line, N = "paper" hollow with a dashed one; the theorem's smallest slope
+    (1 + 2/K at the largest K) as a dotted guide; censored searches as crosses."""
+    ok = df[(df.status == "ok") & (~df["censored"].astype(bool))]
+    cens = df[(df.status != "ok") | df["censored"].astype(bool)]
+    targets = [t for t in NON_GAUSSIAN if t in set(df.target)] + sorted(set(df.target) - set(NON_GAUSSIAN))
+    ncols = min(3, len(targets))
+    nrows = int(np.ceil(len(targets) / ncols))
+    import matplotlib
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(4.0 * ncols, 3.2 * nrows + (0.9 if len(targets) == ncols * nrows else 0.4)), dpi=130)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    Ks = sorted(int(k) for k in ok.K.dropna().unique()) or [1]
+    for ax, target in zip(axes, targets):
+        rows = ok[ok.target == target]
+        for K, subK in rows.groupby("K"):
+            i = Ks.index(int(K))
+            for paper, sub in subK.groupby(subK.N.map(_is_paper)):
+                sub = sub.sort_values("dim")
+                x, y = sub["dim"].to_numpy(float), sub["nfe_min"].to_numpy(float)
+                ax.loglog(x, y, linestyle="none", marker=MARKERS[i], color=GREYS[i % 4],
+                          markerfacecolor="white" if paper else GREYS[i % 4])
+                if sub["dim"].nunique() >= 2:
+                    f = linear_fit(np.log(x), np.log(y), n_boot=0)
+                    xs = np.array([x.min(), x.max()])
+                    ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "--" if paper else "-",
+                            color=GREYS[i % 4], linewidth=0.9)
+        if len(rows):
+            Kmax = max(Ks)
+            _slope_line(ax, rows["dim"], rows["nfe_min"], 1 + 2 / Kmax, None, ":", color="0.3")
+        c = cens[cens.target == target]
+        _failures(ax, c, "dim", "censored or failed")
+        ax.set_title(f"{target} ({NON_GAUSSIAN.get(target, '')})")
+        _plain_ticks(ax, df[df.target == target]["dim"].unique())
+        ax.set_xlabel("dimension $d$")
+        ax.set_ylabel("minimal NFE (TV + 2se $\\leq \\varepsilon$)")
+    spare = axes[len(targets):]
+    for ax in spare[1:]:
+        fig.delaxes(ax)
+    handles = [matplotlib.lines.Line2D([], [], linestyle="none", marker=MARKERS[i], color=GREYS[i % 4], label=f"K = {K}")
+               for i, K in enumerate(Ks)]
+    handles += [matplotlib.lines.Line2D([], [], color="0.2", linestyle="-", marker="o", label="N = K (filled), fit"),
+                matplotlib.lines.Line2D([], [], color="0.2", linestyle="--", marker="o", markerfacecolor="white",
+                                        label="N = ⌈log T⌉ (hollow), fit"),
+                matplotlib.lines.Line2D([], [], color="0.3", linestyle=":",
+                                        label=f"theorem's smallest slope 1 + 2/K = {1 + 2 / max(Ks):.2f} (K = {max(Ks)})"),
+                matplotlib.lines.Line2D([], [], color="0.0", linestyle="none", marker="x", label="censored at max_steps or failed")]
     eps = ", ".join(f"{e:g}" for e in sorted(df.eps.unique()))
-    return _minimal_panels(df, "dim", "dimension $d$", lambda K: 1 + 2 / K,
-                           f"Minimal NFE vs d at ε = {eps} (theory slope 1 + 2/K)", quick, path)
+    title = f"Minimal NFE vs d at ε = {eps}: HEROISM, fitted slopes in SUMMARY (theorem: 1 + 2/K)"
+    if len(spare):              # the legend in the free panel
+        spare[0].axis("off")
+        spare[0].legend(handles=handles, loc="center", fontsize=7, frameon=False)
+        return _finish(fig, title, df, quick, path)
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=6.5, frameon=False)
+    return _finish(fig, title, df, quick, path, bottom=0.9 / (3.2 * nrows + 0.9) + 0.02, top=0.93)
+
+
+@_with_rc
+def tightness(df, path=None, quick=False):
+    """The tightness probe: per K, the fitted d-exponent of every instance (target, shape, tau_min)
+    with its 95% bootstrap interval, beside the theorem's 1 + 2/K and the independent-coordinate
+    prediction 1/(2p); the largest exponent per K ringed."""
+    from .fits import exponent_table
+    e = exponent_table(df)
+    fig, axes = _figure(1, 6.4, 4.0)
+    ax = axes[0]
+    if len(e):
+        e = e.assign(Ki=e.K.astype(int))
+        groups = list(e.groupby(["target", "target_args"]))
+        index = {key: j for j, (key, _) in enumerate(groups)}
+        # spread the instances of one K side by side: a slot per (target, shape), tau_min split within it
+        e["x"] = e.Ki + [(index[(t, a)] - (len(groups) - 1) / 2) * 0.07 + (0.02 if float(tm) < 1e-4 else -0.02)
+                         for t, a, tm in zip(e.target, e.target_args, e.tau_min)]
+        for j, ((target, args), sub) in enumerate(groups):
+            sub = e[(e.target == target) & (e.target_args == args)]
+            for tm, g in sub.groupby("tau_min"):
+                ax.errorbar(g.x, g.fitted, yerr=[g.fitted - g.ci_lo, g.ci_hi - g.fitted], linestyle="none",
+                            marker=MARKERS[j % len(MARKERS)], color=GREYS[j % 4], markersize=3.5, elinewidth=0.5,
+                            capsize=1.2, markerfacecolor="white" if float(tm) < 1e-4 else GREYS[j % 4],
+                            label=f"{target} {_args_text(args)}" if tm == sub.tau_min.max() else None)
+        best = e.loc[e.groupby("Ki").fitted.idxmax()]
+        ax.plot(best.x, best.fitted, "o", markersize=11, markerfacecolor="none", color="0.0", markeredgewidth=0.7,
+                label="largest exponent per K")
+        Ks = np.arange(e.Ki.min(), e.Ki.max() + 1)
+        ax.plot(Ks, 1 + 2 / Ks, "k-", linewidth=1.2, label="theorem 1 + 2/K")
+        ax.plot(Ks, [1 / (2 * expected_order(K, K)) for K in Ks], "k--", linewidth=0.8,
+                label="independent coordinates 1/(2p)")
+        ax.set_xticks(Ks)
+    ax.set_xlabel("K (N = K)")
+    ax.set_ylabel("fitted exponent b of NFE$_{min}$ ∝ $d^b$ (95% CI)")
+    ax.plot([], [], "o", color="0.5", markerfacecolor="white", label="hollow: τ_min = 1e-5, filled: 1e-3")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)
+    return _finish(fig, "Tightness probe: the largest d-exponent found per K", df, quick, path)
+
+
+def _args_text(args):
+    import json
+    try:
+        d = json.loads(args) if isinstance(args, str) else dict(args)
+    except (TypeError, ValueError):
+        return str(args)
+    return ", ".join(f"{k} {v:g}" for k, v in d.items())
 
 
 @_with_rc
@@ -273,44 +381,93 @@ def _sampler_label(r):
                 "deis-tab": "DEIS-3 tAB", "ipndm": "iPNDM", "heun": "Heun", "rk4": "RK4"}.get(r["sampler"], r["sampler"])
     sweep = "Jacobi" if r["sweep"] == "jacobi" else "Gauss-Seidel"
     nodes = r["nodes"]
-    if int(float(r["K"])) <= 3:
+    K = "log" if str(r["K"]) == "log" else int(float(r["K"]))
+    if K != "log" and K <= 3:
         nodes = "equispaced = Chebyshev"   # Chebyshev-Lobatto with 2 or 3 nodes are the equispaced nodes
-    K, N = int(float(r["K"])), r["N"]
-    N = N if str(N) == "paper" else int(float(N))
+    N = r["N"]
+    N = "K" if str(K) == "log" and not isinstance(N, str) and (N is None or N != N) else N
+    N = N if str(N) in ("paper", "K") else int(float(N))
     return f"HEROISM K={K} N={N} {nodes} {sweep}"
+
+
+def _tv_errorbar(ax, sub, **style):
+    """TV with 2 se bars; unresolved points (TV <= 3 se) ringed."""
+    ax.errorbar(sub["nfe"], sub["tv"], yerr=2 * sub["tv_se"], capsize=1.5, elinewidth=0.6, **style)
+    weak = sub[sub["tv"] <= 3 * sub["tv_se"]]
+    ax.plot(weak["nfe"], weak["tv"], linestyle="none", marker="o", markersize=8, markerfacecolor="none",
+            color="0.0", markeredgewidth=0.5)
+
+
+HEROISM_N = {"K-1": "^", "K": "s", "paper": "o"}
+HEROISM_VARIANT = {("equispaced", "jacobi"): "-", ("equispaced", "gauss-seidel"): "--",
+                   ("chebyshev", "jacobi"): ":", ("chebyshev", "gauss-seidel"): "-."}
+
+
+def _n_kind(r):
+    if str(r["N"]) == "paper":
+        return "paper"
+    K = r["K"]
+    if str(K) == "log":
+        return "K"
+    return "K" if int(float(r["N"])) == int(float(K)) else "K-1"
 
 
 @_with_rc
 def samplers(df, path=None, quick=False):
-    """TV (with 2 se error bars; hollow: not resolved, TV <= 3 se) and pathwise error at equal NFE
-    budgets; failed runs are crosses at the top edge."""
+    """TV at equal NFE budgets, one row of panels per target. Left: the production samplers and,
+    as a thick grey line, the best HEROISM configuration at each budget. Right: every HEROISM
+    configuration (grey: K; marker: N; line style: nodes and sweep). TV with 2 se bars, ringed
+    where not resolved (TV <= 3 se); failed runs are crosses at the top edge."""
+    import matplotlib
     d = df.copy()
     d["label"] = d.apply(_sampler_label, axis=1)
-    ok = d[d.status == "ok"]
-    fig, axes = _figure(2, 5.0, 4.2)
-    for ax, metric, lab in zip(axes, ["tv", "coupling_rmse"], ["TV (± 2 se)", "pathwise RMS error"]):
-        for i, (name, sub) in enumerate(ok.groupby("label", sort=True)):
-            sub = sub.drop_duplicates("nfe").sort_values("nfe")
-            st = _style(i)
-            if metric == "tv":
-                ax.errorbar(sub["nfe"], sub["tv"], yerr=2 * sub["tv_se"], capsize=1.5, elinewidth=0.6, label=name, **st)
-                weak = sub[sub["tv"] <= 3 * sub["tv_se"]]
-                ax.plot(weak["nfe"], weak["tv"], linestyle="none", marker="o", markersize=8, markerfacecolor="none",
-                        color="0.0", markeredgewidth=0.5)
-            else:
-                ax.plot(sub["nfe"], sub[metric], label=name, **st)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _failures(ax, d[d.status != "ok"].assign(nfe=d[d.status != "ok"]["nfe_budget"]), "nfe")
-        ax.set_xlabel("NFE budget")
-        ax.set_ylabel(lab)
-        _plain_ticks(ax, d["nfe_budget"].dropna().unique())
-    axes[0].plot([], [], "o", markersize=8, markerfacecolor="none", color="0.0", markeredgewidth=0.5,
-                 label="ringed: TV ≤ 3 se (not resolved)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6, frameon=False)
-    rows = int(np.ceil(len(labels) / 3))
-    return _finish(fig, "Samplers at equal NFE budgets", df, quick, path, bottom=min(0.5, 0.04 * rows + 0.02), top=0.9)
+    cases = list(d.groupby(["target", "dim"], sort=False))
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(9.6, 3.0 * len(cases) + 1.5), dpi=130)
+        axes = fig.subplots(len(cases), 2, squeeze=False)
+    Ks = sorted({str(k) for k in d.loc[d.sampler == "heroism", "K"].dropna()}, key=lambda k: (k == "log", k))
+    for row, ((target, dim), c) in zip(axes, cases):
+        ok = c[c.status == "ok"]
+        base = ok[ok.sampler != "heroism"]
+        her = ok[ok.sampler == "heroism"]
+        for i, (name, sub) in enumerate(base.groupby("label", sort=True)):
+            _tv_errorbar(row[0], sub.drop_duplicates("nfe").sort_values("nfe"), label=name, **_style(i))
+        if len(her):
+            best = her.loc[her.groupby("nfe_budget").tv.idxmin()].sort_values("nfe")
+            row[0].plot(best["nfe"], best["tv"], "-", color="0.6", linewidth=3.5, alpha=0.6, zorder=0,
+                        label="HEROISM: best configuration at each budget")
+        for (K, nk, nodes, sw), sub in her.groupby([her.K.astype(str), her.apply(_n_kind, axis=1), "nodes", "sweep"]):
+            i = Ks.index(K)
+            _tv_errorbar(row[1], sub.sort_values("nfe"), color=GREYS[i % 4], marker=HEROISM_N[nk],
+                         linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else GREYS[i % 4])
+        for ax, who in zip(row, ("production samplers", "HEROISM configurations")):
+            failed = c[(c.status != "ok") & ((c.sampler == "heroism") == (who != "production samplers"))]
+            _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("NFE budget")
+            ax.set_ylabel("TV (± 2 se)")
+            ax.set_title(f"{target}, d = {int(dim)}: {who}")
+            _plain_ticks(ax, c["nfe_budget"].dropna().unique())
+    L = matplotlib.lines.Line2D
+    left = {}
+    for ax in axes[:, 0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            left.setdefault(lab, h)
+    right = [L([], [], color=GREYS[i % 4], marker="s", linestyle="-", markerfacecolor="white" if i % 2 else GREYS[i % 4],
+               label=f"HEROISM K = {K}" + (" (min(12, max(2, ⌈log T⌉)))" if K == "log" else "")) for i, K in enumerate(Ks)]
+    right += [L([], [], color="0.3", marker=m, linestyle="none", label=f"N = {'⌈log T⌉' if k == 'paper' else k}")
+              for k, m in HEROISM_N.items()]
+    right += [L([], [], color="0.3", linestyle=st, label=f"{n} nodes, {w}" + (" (K ≤ 3: nodes coincide)" if n == "chebyshev" else ""))
+              for (n, w), st in HEROISM_VARIANT.items()]
+    right += [L([], [], marker="o", markersize=8, markerfacecolor="none", color="0.0", markeredgewidth=0.5, linestyle="none",
+                label="ringed: TV ≤ 3 se (not resolved)"),
+              L([], [], marker="x", color="0.0", linestyle="none", label="failed (map folded or non-finite)")]
+    h = 1.5 / (3.0 * len(cases) + 1.5)
+    fig.legend(list(left.values()), list(left.keys()), loc="lower left", bbox_to_anchor=(0.0, 0.0), ncol=2,
+               fontsize=5.8, frameon=False)
+    fig.legend(handles=right, loc="lower left", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=5.8, frameon=False)
+    return _finish(fig, "Samplers at equal NFE budgets", df, quick, path, bottom=h, top=0.95)
 
 
 @_with_rc
@@ -318,7 +475,7 @@ def paper_schedule(df, path=None, quick=False, start_tv=None):
     """TV vs T on the paper's schedule; `start_tv` {T: TV(N(0, I), q_{tau_T})} draws the floor the
     Gaussian start sets by itself."""
     ok = df[df.status == "ok"]
-    fig, axes = _figure(1, 5.0, 3.6)
+    fig, axes = _figure(1, 7.6, 3.6)
     ax = axes[0]
     inits = sorted(ok.init.unique()) if "init" in ok else ["gaussian"]
     i = 0
@@ -345,7 +502,7 @@ def paper_schedule(df, path=None, quick=False, start_tv=None):
     ax.set_xlabel("$T$ (schedule points)")
     _plain_ticks(ax, sorted(df["steps"].unique() + 1))
     ax.set_ylabel("TV$(p_\\mathrm{out}, q_{\\tau_1})$")
-    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.66), ncol=1)   # the empty band between K = 1 and K >= 2
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1)    # beside the axes: the curves span them
     return _finish(fig, "The paper's schedule, N = ⌈log T⌉", df, quick, path)
 
 
@@ -381,7 +538,7 @@ def generic(df, path=None, quick=False):
     return _finish(fig, f"{name}: error vs NFE", df, quick, path)
 
 
-FIGURES = {"order": order, "dimension": dimension, "epsilon": epsilon, "refinement": refinement,
+FIGURES = {"order": order, "dimension": dimension, "tightness": tightness, "epsilon": epsilon, "refinement": refinement,
            "score_error": score_error, "samplers": samplers, "paper_schedule": paper_schedule}
 
 

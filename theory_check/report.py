@@ -75,15 +75,17 @@ def is_quick(frames):
 
 def fit(out):
     """Fit the studies of a folder and write the tables beside them: exponents.csv, orders.csv,
-    refinement_fit.csv, score_error_fit.csv for the built-in studies, <study>_fit.csv (orders per
+    refinement_fit.csv, score_error_fit.csv, tightness_fit.csv for the built-in studies, <study>_fit.csv (orders per
     configuration, `fits.generic_table`) for any other. Returns {table name: DataFrame}."""
     out = pathlib.Path(out)
     f = load(out)
     tables = {}
-    if "dimension" in f or "epsilon" in f:
-        tables["exponents"] = fits.exponent_table(f.get("dimension"), f.get("epsilon"))
     if "order" in f:
         tables["orders"] = fits.order_table(f["order"])
+    if "dimension" in f or "epsilon" in f:
+        tables["exponents"] = fits.exponent_table(f.get("dimension"), f.get("epsilon"), tables.get("orders"))
+    if "tightness" in f:
+        tables["tightness_fit"] = fits.exponent_table(f["tightness"])
     if "refinement" in f:
         tables["refinement_fit"] = fits.refinement_table(f["refinement"])
     if "score_error" in f:
@@ -201,6 +203,172 @@ def _failed_section(frames):
              "sampler is too coarse there). Failures are results: they are drawn as crosses in the figures.", "",
              "| study | configuration | runs | at steps | reason |", "|---|---|---|---|---|"] + lines + [""])
 
+FAMILY = {
+    "gmm-iso": ("4 isotropic modes (sd 0.2–0.6) on 4 orthogonal mean directions",
+                "4 mean directions; the d − 4 others are Gaussian given the mode"),
+    "gmm-aniso": ("3 modes, random full covariances (condition 100), means ∝ 1/√d",
+                  "3 modes; every direction has a non-unit variance"),
+    "rademacher-cube": ("±1 in every coordinate (the 2^d atoms of the cube)", "d (every coordinate)"),
+    "uniform-cube": ("uniform on [−1, 1] in every coordinate", "d (every coordinate)"),
+    "product-gmm": ("the same 3-mode 1-D mixture in every coordinate", "d (every coordinate)"),
+}
+
+
+def _ci(r, spec=".2f"):
+    return f"{_fmt(r.fitted, spec)} [{_fmt(r.ci_lo, spec)}, {_fmt(r.ci_hi, spec)}]"
+
+
+def _exponent_sections(e):
+    """The d-exponent and eps-exponent tables (fits.exponent_table), with the theorem's value and
+    the second prediction beside each."""
+    lines = ["## Exponents of the minimal NFE (TV + 2 se ≤ ε)", "",
+             "Theorem (Li, Zhou, Wei & Chen 2025): NFE ≲ d^(1+2/K) ε^(−1/K) up to log factors, an upper bound. "
+             "Fitted by weighted least squares on log NFE_min; 95% CI from a pairs bootstrap. Verdict against the "
+             "theorem: a CI above it by at most 1/ln(x_c) (one power of log at the range's centre) is 'consistent "
+             "up to a log factor'. Second prediction, for comparison only: for independent coordinates TV ≈ √d × "
+             "(per-coordinate error ∝ h^p), so NFE ∝ d^(1/(2p)) ε^(−1/p), p the order of the configuration.", ""]
+    d = e[e.law == "d"]
+    if len(d):
+        lines += ["### d-exponent b (dimension study)", ""]
+        lines += _md_table(["target", "non-Gaussian directions", "K", "N", "b [95% CI]", "χ²_red", "theorem 1 + 2/K",
+                            "verdict", "1/(2p)", "vs 1/(2p)", "points", "range"],
+                           [[r.target, FAMILY.get(r.target, ("", "—"))[1], _num(r.K), _num(r.N), _ci(r),
+                             _fmt(r.chi2_red, ".2g"), f"{r.theory:.2f}", r.verdict, f"{r.prediction:.3f} (p = {_num(r.p)})",
+                             r.vs_prediction, r.n_points, r.range] for _, r in d.iterrows()])
+        ratio = d.fitted / d.theory
+        lines += [f"{len(d)} fits: " + ", ".join(f"{v}: {int((d.verdict == v).sum())}" for v in sorted(d.verdict.unique()))
+                  + f"; fitted / theorem from {ratio.min():.2f} to {ratio.max():.2f}; against 1/(2p): "
+                  + ", ".join(f"{v}: {int((d.vs_prediction == v).sum())}" for v in sorted(d.vs_prediction.unique())) + ".", ""]
+    c = e[e.law == "eps"]
+    if len(c):
+        lines += ["### ε-exponent c (epsilon study)", "",
+                  "p is the configuration's measured TV order from the order study where it has one, else the "
+                  "nominal order.", ""]
+        lines += _md_table(["target", "K", "N", "c [95% CI]", "χ²_red", "theorem 1/K", "verdict", "p", "1/p",
+                            "vs 1/p", "points", "range"],
+                           [[r.target, _num(r.K), _num(r.N), _ci(r), _fmt(r.chi2_red, ".2g"), f"{r.theory:.3f}", r.verdict,
+                             f"{r.p:.2f} ({r.p_source})", f"{r.prediction:.3f}", r.vs_prediction, r.n_points, r.range]
+                            for _, r in c.iterrows()])
+    return lines
+
+
+def _dimension_section(d):
+    cens = d["censored"].astype(bool) | (d.status != "ok")
+    lines = ["### dimension", "", f"{_init_text(d)}. Minimal NFE for TV + 2 se ≤ {d.eps.iloc[0]:g} vs d, HEROISM "
+             f"with N = K and N = ⌈log T⌉ (products, K ≥ 3); {len(d)} searches, {int(cens.sum())} censored at "
+             "max_steps or failed (crosses in the figure). The families:", ""]
+    rows = []
+    for target, sub in d.groupby("target", sort=False):
+        desc, ng = FAMILY.get(target, ("", "—"))
+        rows.append([target, desc, ng, f"{int(sub.dim.min())}–{int(sub.dim.max())}", int(sub.n.iloc[0]),
+                     sub.jacobian.iloc[0] if "jacobian" in sub else "—",
+                     int((sub.censored.astype(bool) | (sub.status != "ok")).sum())])
+    lines += _md_table(["target", "law", "non-Gaussian directions", "d", "n", "Jacobian", "censored"], rows)
+    lines += ["What theory predicts besides the theorem's worst case: for the products, TV ≈ √d × per-coordinate "
+              "error, so NFE ∝ d^(1/(2p)) (p = 1, 2, 4, 4, 6 for K = 1…5 with N = K); for the mixtures a fixed "
+              "number of modes, so the d-dependence comes only from the per-direction error of the Gaussian "
+              "directions (at most the same √d). The b table above tests both.", ""]
+    return lines
+
+
+def _tightness_section(df, e):
+    lines = ["### tightness", "", f"{_init_text(df)}. The d-exponent b (d = {', '.join(str(int(v)) for v in sorted(df.dim.unique()))}) "
+             f"over {df.groupby(['target', 'target_args', 'tau_min']).ngroups} instances: the product families "
+             "with data scale / atom spacing (scale), mixture widths (width) and τ_min varied, per K (N = K). "
+             f"{len(df)} searches, {int((df.censored.astype(bool) | (df.status != 'ok')).sum())} censored or failed.", ""]
+    if e is None or not len(e):
+        return lines + ["No exponent could be fitted.", ""]
+    rows, ratios = [], []
+    for K, sub in e.groupby(e.K.astype(int)):
+        r = sub.loc[sub.fitted.idxmax()]
+        ratios.append(r.fitted / r.theory)
+        rows.append([int(K), len(sub), f"{r.target} {_args_text(r.target_args)}, τ_min {r.tau_min:g}", _ci(r),
+                     f"{r.theory:.2f}", _fmt(r.theory - r.ci_hi, ".2f"), f"{r.fitted / r.theory:.2f}", r.verdict,
+                     f"{r.prediction:.3f}", f"{sub.fitted.median():.2f}"])
+    lines += _md_table(["K", "instances", "largest b found at", "b [95% CI]", "theorem 1 + 2/K", "gap (theorem − CI top)",
+                        "b / theorem", "verdict", "1/(2p)", "median b"], rows)
+    top = max(ratios)
+    lines += [f"The largest exponent found is {top:.2f} of the theorem's value: "
+              + ("nothing the probe tried comes near the bound." if top < 0.5 else
+                 "the probe came within a factor 2 of the bound." if top < 1 else "the bound is reached.")
+              + " The theorem is an upper bound over all targets with bounded support; this probe searches only "
+              "products and their shapes, three dimensions per fit and one ε, so it shows how far these families "
+              "stay from the bound, not that no target attains it.", ""]
+    return lines
+
+
+def _args_text(args):
+    try:
+        d = json.loads(args) if isinstance(args, str) else dict(args)
+    except (TypeError, ValueError):
+        return str(args)
+    return ", ".join(f"{k} {v:g}" for k, v in d.items())
+
+
+def _sampler_name(r):
+    if r["sampler"] != "heroism":
+        return r["sampler"]
+    nodes = "" if _num(r["K"]) in ("2", "3") else f" {r['nodes']}"
+    N = "K" if str(r["N"]) in ("nan", "None") else _num(r["N"])      # K = log: N = K
+    return f"heroism K={_num(r['K'])} N={N}{nodes} {r['sweep']}"
+
+
+def _samplers_section(s):
+    lines = ["### samplers", "", f"Log-SNR schedule, {_init_text(s)}. At each NFE budget every sampler takes as many "
+             "steps as the budget allows. Ranked by TV (lower is better) among all configurations of that target "
+             "and budget (failed runs rank last); HEROISM's best configuration and its rank:", ""]
+    ranks = []
+    for (target, dim), c in s.groupby(["target", "dim"], sort=False):
+        ok = c[c.status == "ok"]
+        nb = c.nfe_budget.nunique()
+        lines += [f"**{target}, d = {int(dim)}** (n = {int(c.n.iloc[0])}; {int(c.sampler.ne('heroism').sum() // nb)} "
+                  f"production samplers, {int(c.sampler.eq('heroism').sum() // nb)} HEROISM configurations):", "",
+                  "| NFE budget | best | TV ± se | runner-up | TV ± se | best HEROISM | TV ± se | its rank | HEROISM runs failed |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for b, sub in ok.groupby("nfe_budget"):
+            sub = sub.sort_values("tv").reset_index(drop=True)
+            total = int((c.nfe_budget == b).sum())
+            names = sub.apply(_sampler_name, axis=1).tolist()
+            her = sub[sub.sampler == "heroism"]
+            hf = int(((c.nfe_budget == b) & (c.sampler == "heroism") & (c.status != "ok")).sum())
+            hcell = (f"{names[her.index[0]]} | {her.tv.iloc[0]:.2e} ± {her.tv_se.iloc[0]:.0e} | {her.index[0] + 1} of {total}"
+                     if len(her) else "— | — | all HEROISM runs failed")
+            lines.append(f"| {int(b)} | {names[0]} | {sub.tv[0]:.2e} ± {sub.tv_se[0]:.0e} | "
+                         f"{names[1] if len(names) > 1 else '—'} | "
+                         f"{(f'{sub.tv[1]:.2e} ± {sub.tv_se[1]:.0e}') if len(sub) > 1 else '—'} | {hcell} | {hf} |")
+            ranks.append((target, int(b), int(her.index[0]) + 1 if len(her) else None, total))
+        lines += ["", f"{int((c.status != 'ok').sum())} runs failed (listed under Failed runs; crosses in the figure).", ""]
+    wins = [f"{t} {b} NFE" for t, b, r, n in ranks if r == 1]
+    lines += ["HEROISM ranks first at " + (", ".join(wins) if wins else "no budget on any target") + ". Its best rank "
+              "per budget (increasing budgets): " + "; ".join(
+                  f"{t}: " + ", ".join(f"{r}/{n}" if r else "failed" for tt, b, r, n in ranks if tt == t)
+                  for t in dict.fromkeys(x[0] for x in ranks)) + ".", ""]
+    return lines
+
+
+def _paper_schedule_section(p):
+    lines = ["### paper_schedule", "", "The paper's schedule (c0 = 2, c1 = 4), N = ⌈log T⌉: TV against q at τ₁ = T⁻², "
+             "from the N(0, I) start (as the theorem states it) and from an exact draw of q at τ_T (the discretisation "
+             "error alone):", "",
+             "| K | start | " + " | ".join(f"T={int(x) + 1}" for x in sorted(p.steps.unique())) + " |",
+             "|---|---|" + "---|" * p.steps.nunique()]
+    inits = sorted(p.init.unique()) if "init" in p else ["gaussian"]
+    for init in inits:
+        for K, sub in p[p.init == init].groupby("K"):
+            sub = sub.sort_values("steps")
+            lines.append(f"| {int(K)} | {'N(0, I)' if init == 'gaussian' else 'exact'} | "
+                         + " | ".join(f"{_fmt(v, '.2e')} ± {_fmt(se, '.0e')}" if st == "ok" else "failed"
+                                      for v, se, st in zip(sub.tv, sub.tv_se, sub.status)) + " |")
+    first = p.iloc[0]
+    lines.append("| start TV(N(0,I), q_τT) | — | " + " | ".join(
+        _fmt(initial_tv(first.target, int(first.dim), int(first.target_seed), int(T) + 1), ".2e")
+        for T in sorted(p.steps.unique())) + " |")
+    lines += ["", "The last row is the error of the Gaussian start alone (Monte Carlo, 10⁵ draws, closed-form "
+              "densities): where the N(0, I) rows meet it, the start, not the discretisation, limits the accuracy; "
+              "the exact-start rows show the discretisation error the start hides.", ""]
+    return lines
+
+
 def summary(out, quick, elapsed):
     """Write <out>/SUMMARY.md from the folder's study CSVs and fits (`elapsed`: seconds of the run)."""
     out = pathlib.Path(out)
@@ -244,29 +412,14 @@ def summary(out, quick, elapsed):
               "samples of each, of |ŝ − s|² at the points the sampler visited.",
               "- **Minimal NFE** = the fewest score evaluations with TV + 2 se ≤ ε, found by doubling steps and "
               "bisection to 3%; a search that exceeds max_steps is censored and left out of fits.",
-              "- **Orders** are −slopes of log error vs log NFE; exponents are slopes of log minimal NFE; 95% CIs from "
-              "a pairs bootstrap (2000 resamples), which treats each run as one point (its Monte-Carlo error is "
-              "smaller than the scatter of the points).",
+              "- **Orders** are −slopes of log error vs log NFE; exponents are slopes of log minimal NFE. Both fits "
+              "are weighted by the Monte-Carlo standard errors (log TV: se/TV; log NFE_min: the TV's se at the "
+              "threshold carried to steps by the local slope of the search, with the search's 3% resolution); 95% "
+              "CIs from a pairs bootstrap (2000 resamples) of the weighted fit; χ²_red > 1 says the points scatter "
+              "beyond their Monte-Carlo errors (the power law is only approximate over the range).",
               f"- {n_runs} runs in all, {n_failed} failed (listed under Failed runs).", ""]
     if "exponents" in t and len(t["exponents"]):
-        e = t["exponents"]
-        lines += ["## Exponents of the minimal NFE (TV + 2 se ≤ ε), HEROISM with N = K", "",
-                  "Fitted by least squares on log NFE; 95% CI from a pairs bootstrap (2000 resamples); "
-                  "theory: NFE ≈ d^(1+2/K) ε^(−1/K) up to log factors (Li, Zhou, Wei & Chen 2025). A CI above the "
-                  "theory value by at most 1/ln(x_c) (one power of log at the range's geometric centre) is "
-                  "'consistent up to a log factor'.", ""]
-        lines += _md_table(["target", "K", "law", "exponent", "fitted", "95% CI", "theory", "verdict", "points", "range"],
-                           [[r.target, r.K, r.law, r.exponent, f"{r.fitted:.2f}",
-                             f"[{_fmt(r.ci_lo, '.2f')}, {_fmt(r.ci_hi, '.2f')}]", f"{r.theory:.2f}", r.verdict,
-                             r.n_points, r.range] for _, r in e.iterrows()])
-        for name, law in (("b", "d"), ("c", "eps")):
-            sub = e[(e.exponent == name) & (e.law == law)]
-            if len(sub):
-                ratio = sub.fitted / sub.theory
-                lines.append(f"- {name} ({'dimension' if law == 'd' else 'accuracy'} exponent), {len(sub)} fits: "
-                             + ", ".join(f"{v}: {int((sub.verdict == v).sum())}" for v in sorted(sub.verdict.unique()))
-                             + f"; fitted / theory from {ratio.min():.2f} to {ratio.max():.2f}.")
-        lines.append("")
+        lines += _exponent_sections(t["exponents"])
     lines += ["## What each study measured", ""]
     if "orders" in t:
         o = t["orders"]
@@ -278,17 +431,14 @@ def summary(out, quick, elapsed):
                            [[r.K, r.N, r.expected, _order_cell(r, "tv"), _order_cell(r, "coupling_rmse")]
                             for _, r in o.iterrows()])
     if "dimension" in f:
-        d = f["dimension"]
-        cens = int(d["censored"].astype(bool).sum())
-        lines += ["### dimension", "", f"{_init_text(d)}. Minimal NFE for TV + 2se ≤ {d.eps.iloc[0]:g} on gmm-iso (structured Jacobian, "
-                  f"d {int(d[d.target == 'gmm-iso'].dim.min())}–{int(d[d.target == 'gmm-iso'].dim.max())}) and gmm-aniso (full "
-                  f"Jacobian, d {int(d[d.target == 'gmm-aniso'].dim.min())}–{int(d[d.target == 'gmm-aniso'].dim.max())}); "
-                  f"{len(d)} searches, {cens} censored at max_steps. Exponents in the table above (law d).", ""]
+        lines += _dimension_section(f["dimension"])
+    if "tightness" in f:
+        lines += _tightness_section(f["tightness"], t.get("tightness_fit"))
     if "epsilon" in f:
         d = f["epsilon"]
         lines += ["### epsilon", "", f"{_init_text(d)}. Minimal NFE vs ε ∈ [{d.eps.min():g}, {d.eps.max():g}] at d = {int(d.dim.iloc[0])}; "
                   f"{int(d['censored'].astype(bool).sum())} of {len(d)} searches censored (K = 1 needs ~1/ε steps). "
-                  "Exponents above (law eps); the joint law combines both studies.", ""]
+                  "Exponents c in the ε table above, beside the theorem's 1/K and 1/p.", ""]
     if "refinement_fit" in t:
         r = t["refinement_fit"]
         lines += ["### refinement", "", f"{_init_text(f['refinement'])}. Smallest N whose pathwise error is within 10% "
@@ -322,43 +472,9 @@ def summary(out, quick, elapsed):
                            [[int(x.K), _fmt(x.tv_floor), f"{_fmt(x.get('slope'), '.2f')} [{_fmt(x.get('ci_lo'), '.2f')}, "
                              f"{_fmt(x.get('ci_hi'), '.2f')}]", int(x.n_dominated)] for _, x in r.iterrows()])
     if "samplers" in f:
-        s = f["samplers"]
-        ok = s[s.status == "ok"]
-        lines += ["### samplers", "", f"gmm-aniso, d = 8, log-SNR schedule, {_init_text(s)}. At each NFE budget every "
-                  "sampler takes as many steps as the budget allows. Ranked by TV (lower is better); HEROISM's "
-                  "best configuration and its rank among all configurations that ran (failed runs rank last):", "",
-                  "| NFE budget | best | TV ± se | runner-up | TV ± se | best HEROISM | TV ± se | its rank |",
-                  "|---|---|---|---|---|---|---|---|"]
-
-        def _name(r):
-            return r["sampler"] if r["sampler"] != "heroism" else \
-                f"heroism K={_num(r['K'])} N={_num(r['N'])} {r['nodes']}/{r['sweep']}"
-        for b, sub in ok.groupby("nfe_budget"):
-            sub = sub.sort_values("tv").reset_index(drop=True)
-            total = int((s.nfe_budget == b).sum())
-            names = sub.apply(_name, axis=1).tolist()
-            her = sub[sub.sampler == "heroism"]
-            hcell = (f"{names[her.index[0]]} | {her.tv.iloc[0]:.2e} ± {her.tv_se.iloc[0]:.0e} | {her.index[0] + 1} of {total}"
-                     if len(her) else "— | — | all HEROISM runs failed")
-            lines.append(f"| {int(b)} | {names[0]} | {sub.tv[0]:.2e} ± {sub.tv_se[0]:.0e} | "
-                         f"{names[1] if len(names) > 1 else '—'} | "
-                         f"{(f'{sub.tv[1]:.2e} ± {sub.tv_se[1]:.0e}') if len(sub) > 1 else '—'} | {hcell} |")
-        lines += ["", f"{int((s.status != 'ok').sum())} runs failed (listed under Failed runs; crosses in the figure).", ""]
+        lines += _samplers_section(f["samplers"])
     if "paper_schedule" in f:
-        p = f["paper_schedule"]
-        lines += ["### paper_schedule", "", "The paper's schedule (c0 = 2, c1 = 4), N(0, I) start, N = ⌈log T⌉: TV against "
-                  "q at τ₁ = T⁻²:", "", "| K | " + " | ".join(f"T={int(x) + 1}" for x in sorted(p.steps.unique())) + " |",
-                  "|---|" + "---|" * p.steps.nunique()]
-        for K, sub in p.groupby("K"):
-            sub = sub.sort_values("steps")
-            lines.append(f"| {int(K)} | " + " | ".join(_fmt(v, ".2e") if st == "ok" else "failed"
-                                                       for v, st in zip(sub.tv, sub.status)) + " |")
-        first = p.iloc[0]
-        lines.append("| start TV(N(0,I), q_τT) | " + " | ".join(
-            _fmt(initial_tv(first.target, int(first.dim), int(first.target_seed), int(T) + 1), ".2e")
-            for T in sorted(p.steps.unique())) + " |")
-        lines += ["", "The last row is the error of the Gaussian start alone (Monte Carlo, 10⁵ draws, closed-form "
-                  "densities): where the K ≥ 2 rows meet it, the start, not the discretisation, limits the accuracy.", ""]
+        lines += _paper_schedule_section(f["paper_schedule"])
     lines += _failed_section(f)
     lines += ["Figures: " + ", ".join(f"`{n}.png`" for n in sorted(f)) + ". Tidy rows with provenance: `<study>.csv`.", ""]
     sweep.write_atomic(out / "SUMMARY.md", "\n".join(lines))
