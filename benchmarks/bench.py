@@ -11,7 +11,11 @@ ratios of interleaved best-of-k timings are what we report, never bare seconds i
 3. share of a HEROISM run's time spent outside score evaluations (n 1e5);
 4. cost of jacobian="structured" vs "full" as d grows;
 5. speed-up of a sweep on 2 workers vs 1, with one thread per worker and with the defaults;
-6. peak memory of a run against n d K floats; Numba cache: first run of a fresh process.
+6. peak memory of a run against n d K floats; Numba cache: first run of a fresh process;
+7. every sampler's share of time outside score evaluations (n 1e5, M 16, d 64, 20 steps);
+8. theory-check's DDIM and DPM-Solver++ 2M against the same schedulers of Hugging Face diffusers
+   driven by a batched torch float64 score of the same mixture, same threads (needs the
+   `compare` extra): time per NFE and its ratio.
 """
 
 import argparse
@@ -28,6 +32,7 @@ from scipy import special
 
 import theory_check
 from theory_check import kernels, schedules, sweep, targets
+from theory_check import samplers as S
 from theory_check.samplers import Heroism
 
 theory_check.tune_process()      # the settings the CLI and the sweep workers use (README, Performance)
@@ -256,6 +261,93 @@ def bench_memory_and_cache(quick):
     print(f"   fresh process, import + first run: {runs_[0]:.2f} s then {runs_[1]:.2f} s (Numba cache on disk)")
 
 
+def _iso_mixture(rng):
+    return targets.IsotropicGaussianMixture(np.full(16, 1 / 16), 3 * rng.normal(size=(16, 64)), np.full(16, 0.2))
+
+
+SAMPLERS_7 = ("ddim", "dpm2m", "dpm3m", "dpm2s", "unipc", "deis", "ipndm", "heun", "rk4", "heroism")
+
+
+def bench_samplers_outside(quick):
+    """Every sampler's share of time outside its score evaluations (timed inside the run)."""
+    n = 20_000 if quick else 100_000
+    rng = np.random.default_rng(1)
+    base = _iso_mixture(rng)
+    t = Timed(base)
+    x = base.sample(n, 0.999, rng)
+    taus = schedules.log_snr(20)
+    print(f"\n7. time outside score evaluations, every sampler (n={n}, M=16, d=64, 20 steps; goal <= 15%)")
+    print(f"   {'sampler':10s} {'NFE':>5s} {'run s':>7s} {'score s':>8s} {'outside':>8s}")
+    for name in SAMPLERS_7:
+        smp = S.make(name)
+        smp.run(t, schedules.log_snr(2), x[:100])
+        runs = []
+        for _ in range(3):
+            t.t, t.calls = 0.0, []
+            t0 = time.perf_counter()
+            out = smp.run(t, taus, x)
+            runs.append((time.perf_counter() - t0, t.t, out.nfe))
+            del out
+        total, inside, nfe = min(runs)
+        print(f"   {name:10s} {nfe:5d} {total:7.2f} {inside:8.2f} {1 - inside / total:8.1%}")
+
+
+def bench_diffusers(quick):
+    """theory-check vs diffusers' DDIMScheduler and DPMSolverMultistepScheduler (2M), each driven
+    by a score of the same isotropic mixture: ours by the Numba kernel, diffusers' by a batched
+    torch float64 evaluation (log-sum-exp over the 16 components, one matmul for the distances),
+    torch limited to the same number of threads as Numba. Time per NFE and the ratio."""
+    try:
+        import torch
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    except ImportError:
+        print("\n8. diffusers side by side: skipped (pip install -e '.[compare]')")
+        return
+    import numba
+    threads = numba.get_num_threads()
+    torch.set_num_threads(threads)
+    n = 20_000 if quick else 100_000
+    rng = np.random.default_rng(2)
+    base = _iso_mixture(rng)
+    x = base.sample(n, 0.999, rng)
+    w, m, c = torch.tensor(np.full(16, 1 / 16)), torch.tensor(base.means), torch.tensor(base.variances)
+
+    def eps_torch(xt, tau):
+        a = (1 - tau) ** 0.5
+        v = a * a * c + tau                                   # (M,)
+        am = a * m                                            # (M, d)
+        d2 = (xt * xt).sum(1, keepdim=True) - 2 * xt @ am.T + (am * am).sum(1)
+        lw = torch.log(w) - 0.5 * xt.shape[1] * torch.log(2 * torch.pi * v) - 0.5 * d2 / v
+        r = torch.softmax(lw, dim=1) / v                      # r_k / v_k
+        s = -xt * r.sum(1, keepdim=True) + r @ am
+        return -(tau ** 0.5) * s
+
+    def diffusers_run(scheduler):
+        scheduler.set_timesteps(20)
+        sample = torch.tensor(x)
+        with torch.no_grad():
+            for ts in scheduler.timesteps:
+                tau = float(1 - scheduler.alphas_cumprod[int(ts)])
+                sample = scheduler.step(eps_torch(sample, tau), ts, sample).prev_sample
+        return sample
+
+    probe = x[:1000]
+    err = float(np.abs(eps_torch(torch.tensor(probe), 0.3).numpy() + np.sqrt(0.3) * base.score(probe, 0.3)).max())
+    if not err < 1e-9:
+        raise AssertionError(f"the torch score differs from the target's by {err:.3g}")
+    print(f"\n8. theory-check vs diffusers schedulers (n={n}, M=16, d=64, 20 steps, float64, {threads} threads; goal >= 10x per NFE;\n   the torch score equals the target's to {err:.1e})")
+    for name, sched in (("ddim", DDIMScheduler(num_train_timesteps=1000)),
+                        ("dpm2m", DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="dpmsolver++",
+                                                              solver_order=2))):
+        taus = schedules.log_snr(20)
+        ours = S.make(name)
+        ours.run(base, taus, x[:100])
+        t_ours = best_of(lambda: ours.run(base, taus, x), 2)
+        t_diff = best_of(lambda: diffusers_run(sched), 2)
+        print(f"   {name:6s} theory-check {t_ours / 20 * 1e3:7.1f} ms/NFE, diffusers + torch score "
+              f"{t_diff / 20 * 1e3:7.1f} ms/NFE: ratio {t_diff / t_ours:.1f}x")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--quick", action="store_true")
@@ -265,4 +357,6 @@ def main(argv=None):
     bench_structured(a.quick)
     bench_sweep(a.quick)
     bench_memory_and_cache(a.quick)
+    bench_samplers_outside(a.quick)
+    bench_diffusers(a.quick)
     return 0
