@@ -202,3 +202,16 @@ def test_general_product_of_different_laws():
     np.testing.assert_allclose(lq, ref, rtol=1e-13)
     s = t.score(x, 0.2)
     np.testing.assert_allclose(s[:, 1], laws[1].eval(x[:, 1], 0.2)[1], rtol=1e-13)
+
+
+def test_cli_target_arg(tmp_path):
+    import json
+    import subprocess
+    import sys
+    base = [sys.executable, "-m", "theory_check", "sample", "--target", "product-gmm", "--dim", "4", "--K", "3",
+            "--steps", "40", "--samples", "200", "--format", "json"]
+    rows = [json.loads(subprocess.run(base + extra, capture_output=True, text=True, check=True).stdout)
+            for extra in ([], ["--target-arg", "width=0.5"])]
+    assert rows[0]["jacobian"] == "diagonal" and rows[0]["tv"] != rows[1]["tv"]
+    bad = subprocess.run(base + ["--target-arg", "depth=2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "depth is not a parameter of product-gmm" in bad.stderr

@@ -184,3 +184,25 @@ def test_workers_run_one_thread_each(tmp_path, monkeypatch):
     p.write_text("[study]\nname = 't'\n[defaults]\nsampler = 'threads_mod:euler'\nn = 40\n[[grid]]\nsteps = [2, 3, 4, 5]\n")
     df = sweep.run_study(p, tmp_path / "out", jobs=2, progress=False)
     assert list(df.status) == ["ok"] * 4, df.error.tolist()
+
+
+def test_cases_bind_parameters_and_quick_wins(tmp_path):
+    # a case is one axis: its tables' values go together (never crossed), over the grid's values;
+    # --quick's values win over a case's
+    p = tmp_path / "c.toml"
+    p.write_text("[study]\nname='c'\n[defaults]\nsteps=[4, 8]\nn=50\n"
+                 "cases=[{target='gmm-iso', dim=3, n=30}, {target='uniform-cube', dim=5}]\n"
+                 "[[grid]]\nsampler='ddim'\n[quick]\nn=10\n")
+    _, _, specs, _ = sweep.load_study(p)
+    got = sorted((s["target"], s["dim"], s["n"], s["steps"]) for s in specs)
+    assert got == [("gmm-iso", 3, 30, 4), ("gmm-iso", 3, 30, 8), ("uniform-cube", 5, 50, 4), ("uniform-cube", 5, 50, 8)]
+    _, _, quick, _ = sweep.load_study(p, quick=True)
+    assert {s["n"] for s in quick} == {10}
+
+
+@pytest.mark.parametrize("cases,match", [("cases=1", "list of tables"), ("cases=[{bogus=1}]", "bogus")])
+def test_malformed_cases_raise(tmp_path, cases, match):
+    p = tmp_path / "c.toml"
+    p.write_text(f"[study]\nname='c'\n[[grid]]\n{cases}\n")
+    with pytest.raises(ValueError, match=match):
+        sweep.load_study(p)
