@@ -1,17 +1,19 @@
 """Scaling-law fits with bootstrap confidence intervals, and verdicts against the theory.
 
 The theorem (Li, Zhou, Wei & Chen 2025) bounds the score evaluations HEROISM of order K needs
-for TV <= eps by ~ d^(1 + 2/K) eps^(-1/K) (up to logs). We fit, per target family and K,
-    log NFE_min = a + b log d                 (dimension study, eps fixed)
+for TV <= eps by ~ d^(1 + 2/K) eps^(-1/K) (up to logs). We fit, per configuration (target, its
+shape, tau_min, K, N),
+    log NFE_min = a + b log d                 (dimension and tightness studies, eps fixed)
     log NFE_min = a + c log(1/eps)            (epsilon study, d fixed)
-    log NFE_min = a + b log d + c log(1/eps)  (joint, both studies' rows)
-by least squares, with 95% intervals from a pairs bootstrap (2000 resamples, seeded) and,
-beside them, the classical t-interval. Verdict per exponent: the interval contains the theory
-value -> "consistent with the bound"; lies below it -> "tighter than the bound" (the bound is
-not attained here); lies above it by no more than one power of a logarithm could explain ->
-"consistent up to a log factor"; above that -> "violates the bound". The bound holds up to
-log factors, and log(x) raises a local log-log slope by 1/ln(x), so the allowance is 1/ln(x_c)
-at the geometric centre x_c of the fitted range (x = d or 1/eps).
+by least squares weighted by the Monte-Carlo standard error of each log NFE_min
+(`nfe_min_log_se`), with 95% intervals from a pairs bootstrap (2000 resamples, seeded) and,
+beside them, the t-interval. Verdict per exponent: the interval contains the theory value ->
+"consistent with the bound"; lies below it -> "tighter than the bound" (the bound is not
+attained here); lies above it by no more than one power of a logarithm could explain ->
+"consistent up to a log factor"; above that -> "violates the bound". The bound holds up to log
+factors, and log(x) raises a local log-log slope by 1/ln(x), so the allowance is 1/ln(x_c) at
+the geometric centre x_c of the fitted range (x = d or 1/eps). Beside the theorem, a second
+prediction: for independent coordinates and a method of order p, NFE ~ d^(1/(2p)) eps^(-1/p).
 """
 
 import json

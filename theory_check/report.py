@@ -316,7 +316,8 @@ def _sampler_name(r):
 def _samplers_section(s):
     lines = ["### samplers", "", f"Log-SNR schedule, {_init_text(s)}. At each NFE budget every sampler takes as many "
              "steps as the budget allows. Ranked by TV (lower is better) among all configurations of that target "
-             "and budget (failed runs rank last); HEROISM's best configuration and its rank:", ""]
+             "and budget (failed runs rank last); HEROISM's best configuration and its rank (1 + the number of "
+             "production samplers ahead of it):", ""]
     ranks = []
     for (target, dim), c in s.groupby(["target", "dim"], sort=False):
         ok = c[c.status == "ok"]
