@@ -297,7 +297,7 @@ def tightness(df, path=None, quick=False):
                 ax.errorbar(g.x, g.fitted, yerr=[g.fitted - g.ci_lo, g.ci_hi - g.fitted], linestyle="none",
                             marker=MARKERS[j % len(MARKERS)], color=GREYS[j % 4], markersize=3.5, elinewidth=0.5,
                             capsize=1.2, markerfacecolor="white" if float(tm) < 1e-4 else GREYS[j % 4],
-                            label=f"{target} {_args_text(args)}" if tm == sub.tau_min.max() else None)
+                            label=f"{target} {args_text(args)}" if tm == sub.tau_min.max() else None)
         best = e.loc[e.groupby("Ki").fitted.idxmax()]
         ax.plot(best.x, best.fitted, "o", markersize=11, markerfacecolor="none", color="0.0", markeredgewidth=0.7,
                 label="largest exponent per K")
@@ -313,7 +313,8 @@ def tightness(df, path=None, quick=False):
     return _finish(fig, "Tightness probe: the largest d-exponent found per K", df, quick, path)
 
 
-def _args_text(args):
+def args_text(args):
+    """A target_args cell ('{"scale": 2.0}' or a dict) as 'scale 2'."""
     import json
     try:
         d = json.loads(args) if isinstance(args, str) else dict(args)

@@ -163,9 +163,9 @@ class Product(Target):
     --------
     >>> import numpy as np
     >>> t = Product(Rademacher(1.0), 2)
-    >>> t.score_jacobian(np.zeros((1, 2)), 0.5)
-    array([[[-1.,  0.],
-            [ 0., -1.]]])
+    >>> s, ds = t.score_diagonal(np.ones((1, 2)), 0.5)     # ds: the diagonal of the score Jacobian
+    >>> bool(np.allclose(np.diagonal(t.score_jacobian(np.ones((1, 2)), 0.5), axis1=1, axis2=2), ds))
+    True
     """
 
     diagonal = True

@@ -282,7 +282,7 @@ def _tightness_section(df, e):
     for K, sub in e.groupby(e.K.astype(int)):
         r = sub.loc[sub.fitted.idxmax()]
         ratios.append(r.fitted / r.theory)
-        rows.append([int(K), len(sub), f"{r.target} {_args_text(r.target_args)}, τ_min {r.tau_min:g}", _ci(r),
+        rows.append([int(K), len(sub), f"{r.target} {plots.args_text(r.target_args)}, τ_min {r.tau_min:g}", _ci(r),
                      f"{r.theory:.2f}", _fmt(r.theory - r.ci_hi, ".2f"), f"{r.fitted / r.theory:.2f}", r.verdict,
                      f"{r.prediction:.3f}", f"{sub.fitted.median():.2f}"])
     lines += _md_table(["K", "instances", "largest b found at", "b [95% CI]", "theorem 1 + 2/K", "gap (theorem − CI top)",
@@ -295,14 +295,6 @@ def _tightness_section(df, e):
               "products and their shapes, three dimensions per fit and one ε, so it shows how far these families "
               "stay from the bound, not that no target attains it.", ""]
     return lines
-
-
-def _args_text(args):
-    try:
-        d = json.loads(args) if isinstance(args, str) else dict(args)
-    except (TypeError, ValueError):
-        return str(args)
-    return ", ".join(f"{k} {v:g}" for k, v in d.items())
 
 
 def _sampler_name(r):
