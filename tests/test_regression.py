@@ -36,7 +36,7 @@ def recomputed():
 def test_baseline_covers_the_configured_specs():
     # the committed baseline is the one `reproduce` writes for report.BASELINE_SPECS
     assert [_key(e["spec"]) for e in _entries()] == [_key(s) for s in report.BASELINE_SPECS]
-    assert {e["jacobian"] for e in _entries()} == {"full", "structured"}
+    assert {e["jacobian"] for e in _entries()} == {"full", "structured", "diagonal"}
 
 
 def test_baseline_tv_and_kl_are_reproduced(recomputed):

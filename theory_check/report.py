@@ -362,6 +362,24 @@ def _paper_schedule_section(p):
     return lines
 
 
+def _completeness(frames, quick):
+    """Studies of the repository's studies/ whose table holds fewer runs than the study file
+    defines (an interrupted sweep), or that have no table at all."""
+    missing = []
+    for path in study_files():
+        try:
+            name, _, specs, _ = sweep.load_study(path, quick)
+        except ValueError:
+            continue
+        have = len(frames[name]) if name in frames else 0
+        if have < len(specs):
+            missing.append(f"{name}: {have} of {len(specs)} runs" if have else f"{name}: not run")
+    if not missing:
+        return []
+    return ["**Incomplete: " + "; ".join(missing) + ".** `theory-check reproduce` completes them (finished runs "
+            "come from its cache); the tables and figures below show the runs that exist.", ""]
+
+
 def summary(out, quick, elapsed):
     """Write <out>/SUMMARY.md from the folder's study CSVs and fits (`elapsed`: seconds of the run)."""
     out = pathlib.Path(out)
@@ -391,6 +409,7 @@ def summary(out, quick, elapsed):
                   + "; ".join(f"{h}: {', '.join(names)}" for h, names in sorted(by_hash.items()))
                   + ". `theory-check reproduce` recomputes the studies whose hash differs (the others come from its "
                     "run cache).", ""]
+    lines += _completeness(f, quick)
     n_runs = sum(len(d) for d in f.values())
     n_failed = sum(int((d.status != "ok").sum()) for d in f.values())
     lines += ["## How to read these numbers", "",
