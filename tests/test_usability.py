@@ -79,14 +79,14 @@ def test_samplers_figure_shows_every_run():
     # no point dropped: unresolved TVs are drawn (ringed), failed runs are crosses
     df = pd.read_csv(ROOT / "results" / "samplers.csv")
     fig = plots.samplers(df)
-    ax = fig.axes[0]
-    drawn = sum(len(c.get_xdata()) for c in ax.get_lines() if c.get_marker() not in ("x", "None", None, "")
+    lines = [c for ax in fig.axes for c in ax.get_lines()]
+    drawn = sum(len(c.get_xdata()) for c in lines if c.get_marker() not in ("x", "None", None, "")
                 and c.get_linestyle() != "None")
     ok = df[df.status == "ok"]
     labels = ok.apply(plots._sampler_label, axis=1)
-    expected = len(ok.assign(label=labels).drop_duplicates(["label", "nfe"]))
+    expected = len(ok.assign(label=labels).drop_duplicates(["target", "dim", "label", "nfe"]))
     assert drawn == expected
-    crosses = sum(len(c.get_xdata()) for c in ax.get_lines() if c.get_marker() == "x")
+    crosses = sum(len(c.get_xdata()) for c in lines if c.get_marker() == "x")
     assert crosses == int((df.status != "ok").sum())
 
 

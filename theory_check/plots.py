@@ -439,7 +439,8 @@ def samplers(df, path=None, quick=False):
                         label="HEROISM: best configuration at each budget")
         for (K, nk, nodes, sw), sub in her.groupby([her.K.astype(str), her.apply(_n_kind, axis=1), "nodes", "sweep"]):
             i = Ks.index(K)
-            _tv_errorbar(row[1], sub.sort_values("nfe"), color=GREYS[i % 4], marker=HEROISM_N[nk],
+            # two budgets can give one configuration the same steps (and run): drawn once
+            _tv_errorbar(row[1], sub.drop_duplicates("nfe").sort_values("nfe"), color=GREYS[i % 4], marker=HEROISM_N[nk],
                          linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else GREYS[i % 4])
         for ax, who in zip(row, ("production samplers", "HEROISM configurations")):
             failed = c[(c.status != "ok") & ((c.sampler == "heroism") == (who != "production samplers"))]
