@@ -119,3 +119,37 @@ def test_openmp_spin_is_short_unless_the_user_sets_it():
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "3000"
     env["GOMP_SPINCOUNT"] = "77"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "77"
+
+
+@pytest.mark.parametrize("shape", [(7,), (50, 3), (20, 4, 4)])
+def test_all_finite_equals_the_elementwise_test(shape):
+    # oracle: np.isfinite(...).all(); planted NaN / +inf / -inf anywhere, and finite entries
+    # whose sum overflows (the kernel's sum is inf there: the min/max fallback must say True)
+    from theory_check import checks
+    rng = np.random.default_rng(0)
+    for bad in (np.nan, np.inf, -np.inf, None):
+        a = rng.normal(size=shape)
+        if bad is not None:
+            a.flat[rng.integers(a.size)] = bad
+        assert checks.all_finite(a) == bool(np.isfinite(a).all())
+    big = np.full(shape, 1.7e308)
+    with np.errstate(over="ignore"):
+        assert checks.all_finite(big) and not np.isfinite(big.sum())
+    assert checks.all_finite(big[..., ::-1] if big.ndim > 1 else big[::-1])      # non-contiguous path
+
+
+def test_fused_equals_numpy_sums_with_repeated_arrays():
+    # oracle: the sum written term by term; the same array twice (HEROISM's first sweep) and the
+    # full mode's (n, d, d) derivatives, one and several combinations
+    from theory_check.samplers.base import fused
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(33, 3, 3)), rng.normal(size=(33, 3, 3))
+    got = fused([0.5, -2.0, 1.5], [a, b, a])
+    np.testing.assert_allclose(got, 2.0 * a - 2.0 * b, rtol=1e-14, atol=1e-14)
+    C = rng.normal(size=(2, 3))
+    out = np.empty((2, 33, 3, 3))
+    assert fused(C, [a, b, a], out) is out
+    for j in range(2):
+        np.testing.assert_allclose(out[j], C[j, 0] * a + C[j, 1] * b + C[j, 2] * a, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fused([1.0], [a[:, :, 0]], np.empty((33, 6))[:, ::2])

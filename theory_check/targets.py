@@ -106,7 +106,7 @@ class Target:
 
     def _finite(self, v, what, tau):
         """Public results are finite or an error, never a silent NaN or inf."""
-        if not np.all(np.isfinite(v)):
+        if not checks.all_finite(v):
             i = int(np.argmax(~np.isfinite(v).reshape(len(v), -1).all(axis=1)))
             raise ValueError(f"x: {type(self).__name__}.{what} is not finite at sample {i} (tau = {tau:.6g}); "
                              "the point lies where the closed form leaves float64's range")

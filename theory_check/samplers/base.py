@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import checks, kernels, schedules
 
-__all__ = ["JACOBIAN_MODES", "NumericalError", "Output", "KnownLogdet", "Tangent", "Sampler", "a_of", "rho_of",
+__all__ = ["JACOBIAN_MODES", "fused", "NumericalError", "Output", "KnownLogdet", "Tangent", "Sampler", "a_of", "rho_of",
            "tau_of_rho", "lambda_of", "tau_of_lambda"]
 
 JACOBIAN_MODES = ("none", "full", "structured", "diagonal")
@@ -131,6 +131,45 @@ def _span_basis(U, x):
     return np.concatenate([np.broadcast_to(U, (n, d, m0)), v[:, :, None]], axis=2)
 
 
+def fused(coefs, arrays, out=None):
+    """sum_i coefs[i] * arrays[i] in one pass over memory (`kernels.lincomb`), each distinct
+    array read once (a list may hold the same array twice: HEROISM's first sweep combines x and
+    K copies of g_0). Separate NumPy operations would read and write the whole state once per
+    term; on a sampler's step that costs as much as a score evaluation (benchmarks item 7).
+
+    Parameters
+    ----------
+    coefs : sequence of float (p,), or ndarray (m, p) for m combinations of the same arrays
+    arrays : sequence of p ndarrays of one shape (n, ...) (C-contiguous: full-mode derivatives
+        (n, d, d) are combined as (n, d d))
+    out : ndarray (n, ...) or (m, n, ...), optional
+
+    >>> fused([2.0, -1.0], [np.ones((2, 3)), np.full((2, 3), 0.5)])[0]
+    array([1.5, 1.5, 1.5])
+    """
+    C = np.asarray(coefs, dtype=np.float64)
+    single = C.ndim == 1
+    C = C.reshape(1, -1) if single else C
+    distinct, cols = [], []
+    for v in arrays:
+        t = next((t for t, u in enumerate(distinct) if u is v), len(distinct))
+        if t == len(distinct):
+            distinct.append(v)
+        cols.append(t)
+    Cm = np.zeros((C.shape[0], len(distinct)))
+    for i, t in enumerate(cols):
+        Cm[:, t] += C[:, i]
+    shape, m = distinct[0].shape, C.shape[0]
+    flat = tuple(np.ascontiguousarray(v).reshape(shape[0], -1) for v in distinct)
+    fresh = out is None
+    if fresh:
+        out = np.empty((m, *shape))
+    elif not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous (it is written through a reshaped view)")
+    kernels.lincomb(Cm, flat, out.reshape(m, shape[0], -1))
+    return out[0] if fresh and single else out
+
+
 class Tangent:
     """Score evaluations with their derivatives with respect to x_in, and the NFE count.
 
@@ -188,26 +227,15 @@ class Tangent:
         """The derivative of sum_i coefs[i] * v_i given the derivatives Ds[i] of v_i (scalar coefs)."""
         if self.mode == "none":
             return None
-        if self.mode == "diagonal":
-            return kernels.lincomb(np.array([coefs], float), tuple(Ds), np.empty((1, self.n, self.d)))[0]
-        if self.mode == "full":
-            out = coefs[0] * Ds[0]
-            for c, D in zip(coefs[1:], Ds[1:]):
-                out = out + c * D
-            return out
+        if self.mode in ("full", "diagonal"):
+            return fused(coefs, Ds)
         alpha = sum(c * D[0] for c, D in zip(coefs, Ds))
-        B = coefs[0] * Ds[0][1]
-        for c, D in zip(coefs[1:], Ds[1:]):
-            B = B + c * D[1]
-        return alpha, B
+        return alpha, fused(coefs, [D[1] for D in Ds])
 
     def combine(self, coefs, terms):
-        """(sum_i coefs[i] v_i, its derivative) for terms [(v_i, D_i), ...]."""
+        """(sum_i coefs[i] v_i, its derivative) for terms [(v_i, D_i), ...], each sum in one pass."""
         coefs = [float(c) for c in coefs]
-        value = coefs[0] * terms[0][0]
-        for c, (v, _) in zip(coefs[1:], terms[1:]):
-            value = value + c * v
-        return value, self.lin(coefs, [D for _, D in terms])
+        return fused(coefs, [v for v, _ in terms]), self.lin(coefs, [D for _, D in terms])
 
     def score(self, y, tau, Dy):
         """(g, Dg): g = s(y, tau) and its derivative with respect to x_in (chain rule through Dy).
@@ -230,13 +258,12 @@ class Tangent:
         """The Tweedie denoiser D = (y + tau s(y, tau)) / a(tau) and its derivative (one evaluation)."""
         g, Dg = self.score(y, tau, Dy)
         a = a_of(tau)
-        return (y + tau * g) / a, self.lin([1.0 / a, tau / a], [Dy, Dg])
+        return self.combine([1.0 / a, tau / a], [(y, Dy), (g, Dg)])
 
     def noise(self, y, tau, Dy):
         """The noise prediction eps = -sqrt(tau) s(y, tau) and its derivative (one evaluation)."""
         g, Dg = self.score(y, tau, Dy)
-        c = -math.sqrt(tau)
-        return c * g, self.lin([c], [Dg])
+        return self.combine([-math.sqrt(tau)], [(g, Dg)])
 
     def slogdet(self, D):
         if isinstance(D, KnownLogdet):
@@ -256,8 +283,8 @@ class Tangent:
         if self.mode == "none" or isinstance(D, KnownLogdet):
             return True
         if self.mode in ("full", "diagonal"):
-            return bool(np.all(np.isfinite(D)))
-        return bool(np.all(np.isfinite(D[0])) and np.all(np.isfinite(D[1])))
+            return checks.all_finite(D)
+        return checks.all_finite(D[0]) and checks.all_finite(D[1])
 
 
 class Sampler:
@@ -414,7 +441,7 @@ class Sampler:
 
     def _check(self, tan, a, i, tau_hi, tau_lo, xc, D, taus):
         """(error or None, logdet or None) after step i of the chunk starting at sample a."""
-        if not np.all(np.isfinite(xc)) or not tan.finite(D):
+        if not checks.all_finite(xc) or not tan.finite(D):
             return NumericalError(i, tau_hi, tau_lo, "non-finite values in the state"), None
         # A one-step method folds as soon as one step's map does. A multistep method's state is
         # (x, history): only the final map x_in -> x_out must be invertible.

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from .. import checks, kernels
-from .base import Sampler, a_of
+from .. import checks
+from .base import Sampler, a_of, fused
 
 __all__ = ["Heroism", "lagrange_kappa_weights", "step_nodes"]
 
@@ -83,21 +83,6 @@ def step_nodes(tau_hi, tau_lo, K, kind):
         u = 0.5 * (tau_hi + tau_lo) + 0.5 * (tau_hi - tau_lo) * np.cos(np.pi * j / (K - 1))
     u[0], u[-1] = tau_hi, tau_lo
     return u
-
-
-def _lincomb(C, arrays, out):
-    """out[j] = sum_i C[j, i] arrays[i] (kernels.lincomb), each distinct array read once: the
-    first sweep of a HEROISM step combines x and K copies of g_0, i.e. two arrays, not K + 1."""
-    distinct, cols = [], []
-    for v in arrays:
-        t = next((t for t, u in enumerate(distinct) if u is v), len(distinct))
-        if t == len(distinct):
-            distinct.append(v)
-        cols.append(t)
-    Cm = np.zeros((C.shape[0], len(distinct)))
-    for i, t in enumerate(cols):
-        Cm[:, t] += C[:, i]
-    return kernels.lincomb(Cm, tuple(np.ascontiguousarray(v) for v in distinct), out)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -198,7 +183,7 @@ class Heroism(Sampler):
 
             def update(j0, j1):
                 # y_j = a_j [x/a_0 + sum_i W_ji g_i], j0 <= j < j1, in one pass over the samples
-                _lincomb(C[j0 - 1:j1 - 1], (x, *g), y[j0 - 1:j1 - 1])
+                fused(C[j0 - 1:j1 - 1], (x, *g), y[j0 - 1:j1 - 1])
                 for j in range(j0, j1):
                     Dy[j] = tan.lin(list(C[j - 1]), [Dx] + Dg)
 
@@ -215,7 +200,7 @@ class Heroism(Sampler):
             # the step's output y_{K-1} from the final g (for K = 1, the one row of C); the
             # run's last step writes it into `out`
             x_lo = out if tau_lo == taus[-1] else np.empty_like(x)
-            _lincomb(C[-1:], (x, *g), x_lo[None])
+            fused(C[-1:], (x, *g), x_lo[None])
             x, Dx = x_lo, tan.lin(list(C[-1]), [Dx] + Dg)
             yield tau_hi, tau_lo, x, Dx
 

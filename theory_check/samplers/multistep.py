@@ -6,6 +6,7 @@ update is a linear combination of the state and the history with coefficients fi
 levels, taken through `Tangent.combine`, so the log-determinant is exact.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -116,6 +117,35 @@ def _unipc_coefficients(rks, hh, order, variant):
     return np.array(R), np.array(b), h_phi_1, B_h
 
 
+@functools.lru_cache(maxsize=4096)
+def _unipc_combination(tau_t, tau_s0, lams, lam_t, order, variant, corrected):
+    """Coefficients of UniPC's update from s0 to t on [x, m_0 .. m_{order-1}] (+ [m_t] when
+    corrected), lams[k] the lambda of m_k; cached, so computed once per step of a run, not once
+    per chunk of it."""
+    h = lam_t - lams[0]
+    rks = [(lams[k] - lams[0]) / h for k in range(1, order)] + [1.0]
+    R, b, h_phi_1, B_h = _unipc_coefficients(np.array(rks), -h, order, variant)
+    a_t = a_of(tau_t)
+    # x_t = (sig_t/sig_s0) x - a_t h_phi_1 m0 - a_t B_h (sum_k rho_k (m_k - m0)/r_k [+ rho_c (m_t - m0)])
+    cm = np.zeros(order + 1)                       # coefficients of hist[0..order-1], m_t
+    cm[0] = -a_t * h_phi_1
+    if not corrected:
+        rhos = np.array([0.5]) if order == 2 else (np.linalg.solve(R[:-1, :-1], b[:-1]) if order > 2 else np.zeros(0))
+        last = 0.0
+    else:
+        rhos_all = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
+        rhos, last = rhos_all[:-1], rhos_all[-1]
+    for k in range(1, order):
+        if k - 1 < len(rhos):
+            c = -a_t * B_h * rhos[k - 1] / rks[k - 1]
+            cm[k] += c
+            cm[0] -= c
+    if corrected:
+        cm[order] += -a_t * B_h * last
+        cm[0] -= -a_t * B_h * last
+    return tuple([math.sqrt(tau_t / tau_s0)] + list(cm[:order]) + ([cm[order]] if corrected else []))
+
+
 class UniPC(Sampler):
     """UniPC: the unified predictor-corrector of Zhao, Bai, Rao, Zhou & Lu, "UniPC: A Unified
     Predictor-Corrector Framework for Fast Sampling of Diffusion Models", arXiv:2302.04867 (2023),
@@ -155,30 +185,10 @@ class UniPC(Sampler):
 
     def _update(self, tan, x, taus, lam, hist, i_s0, i_t, order, m_t):
         """UniP (m_t None) or UniC update from point i_s0 to i_t; hist[k] at point i_s0 - k."""
-        h = lam[i_t] - lam[i_s0]
-        rks = [(lam[i_s0 - k] - lam[i_s0]) / h for k in range(1, order)] + [1.0]
-        R, b, h_phi_1, B_h = _unipc_coefficients(np.array(rks), -h, order, self.variant)
-        a_t = a_of(taus[i_t])
-        # x_t = (sig_t/sig_s0) x - a_t h_phi_1 m0 - a_t B_h (sum_k rho_k (m_k - m0)/r_k [+ rho_c (m_t - m0)])
-        cm = np.zeros(order + 1)                       # coefficients of hist[0..order-1], m_t
-        cm[0] = -a_t * h_phi_1
-        if m_t is None:
-            rhos = np.array([0.5]) if order == 2 else (np.linalg.solve(R[:-1, :-1], b[:-1]) if order > 2 else np.zeros(0))
-            last = 0.0
-        else:
-            rhos_all = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
-            rhos, last = rhos_all[:-1], rhos_all[-1]
-        for k in range(1, order):
-            if k - 1 < len(rhos):
-                c = -a_t * B_h * rhos[k - 1] / rks[k - 1]
-                cm[k] += c
-                cm[0] -= c
-        if m_t is not None:
-            cm[order] += -a_t * B_h * last
-            cm[0] -= -a_t * B_h * last
+        coefs = _unipc_combination(float(taus[i_t]), float(taus[i_s0]), tuple(float(lam[i_s0 - k]) for k in range(order)),
+                                   float(lam[i_t]), order, self.variant, m_t is not None)
         terms = [x] + hist[:order] + ([m_t] if m_t is not None else [])
-        coefs = [math.sqrt(taus[i_t] / taus[i_s0])] + list(cm[:order]) + ([cm[order]] if m_t is not None else [])
-        return tan.combine(coefs, terms)
+        return tan.combine(list(coefs), terms)
 
     def integrate(self, target, taus, x, Dx, tan, out):
         lam = 0.5 * (np.log1p(-taus) - np.log(taus))
@@ -260,6 +270,14 @@ def ab_weights(points, tau_lo, basis):
     return c
 
 
+@functools.lru_cache(maxsize=4096)
+def _ab_weights_cached(points, tau_lo, basis):
+    """`ab_weights` once per step of a run, not once per chunk of it (read-only result)."""
+    c = ab_weights(points, tau_lo, basis)
+    c.flags.writeable = False
+    return c
+
+
 class DEIS(Sampler):
     """DEIS multistep (Zhang & Chen, "Fast Sampling of Diffusion Models with Exponential
     Integrator", arXiv:2204.13902, 2022): Adams-Bashforth on the EDM form d(x/a)/d rho = eps,
@@ -289,12 +307,13 @@ class DEIS(Sampler):
         return steps
 
     def integrate(self, target, taus, x, Dx, tan, out):
-        hist = []                                  # (eps, dEps) newest first
+        hist = []           # scores (g, Dg) newest first: eps = -sqrt(tau) g is folded into the weights
         for i, (tau_hi, tau_lo) in enumerate(zip(taus[:-1], taus[1:])):
-            hist.insert(0, tan.noise(x, tau_hi, Dx))
+            hist.insert(0, tan.score(x, tau_hi, Dx))
             del hist[self.order:]
             k = len(hist)
-            c = ab_weights(taus[i::-1][:k], tau_lo, self.basis)
+            points = tuple(float(t) for t in taus[i::-1][:k])
+            c = _ab_weights_cached(points, float(tau_lo), self.basis) * -np.sqrt(points)
             a_hi, a_lo = a_of(tau_hi), a_of(tau_lo)
             x, Dx = tan.combine([a_lo / a_hi] + list(a_lo * c), [(x, Dx)] + hist)
             yield tau_hi, tau_lo, x, Dx
@@ -326,14 +345,15 @@ class IPNDM(Sampler):
         return steps
 
     def integrate(self, target, taus, x, Dx, tan, out):
-        hist = []
+        hist = []           # (g, Dg, -sqrt(tau)) newest first: eps = -sqrt(tau) g folded into the weights
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
-            hist.insert(0, tan.noise(x, tau_hi, Dx))
+            hist.insert(0, (*tan.score(x, tau_hi, Dx), -math.sqrt(tau_hi)))
             del hist[self.order:]
             b = self.COEFFICIENTS[len(hist) - 1]
             a_hi, a_lo = a_of(tau_hi), a_of(tau_lo)
             dr = rho_of(tau_lo) - rho_of(tau_hi)
-            x, Dx = tan.combine([a_lo / a_hi] + [a_lo * dr * bj for bj in b], [(x, Dx)] + hist)
+            x, Dx = tan.combine([a_lo / a_hi] + [a_lo * dr * bj * sj for bj, (_, _, sj) in zip(b, hist)],
+                                [(x, Dx)] + [(g, Dg) for g, Dg, _ in hist])
             yield tau_hi, tau_lo, x, Dx
 
     def __repr__(self):

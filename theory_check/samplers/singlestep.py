@@ -81,23 +81,26 @@ class _EDMRungeKutta(Sampler):
         return steps * len(self.b)
 
     def integrate(self, target, taus, x, Dx, tan, out):
+        # z = x / a and eps = -sqrt(tau) s never materialise: every stage point
+        # a_s (z + dr sum_j A_sj eps_j) and the step's end are one fused combination of x and the
+        # stages' scores, with the scalings folded into the coefficients
         for tau_hi, tau_lo in zip(taus[:-1], taus[1:]):
             r_hi, r_lo = rho_of(tau_hi), rho_of(tau_lo)
             dr = r_lo - r_hi
             a_hi = a_of(tau_hi)
-            z, Dz = x / a_hi, tan.lin([1.0 / a_hi], [Dx])
-            ks = []
+            gs, scale = [], []              # stage scores (g, Dg) and their -sqrt(tau_s)
             for st in range(len(self.b)):
-                if st == 0:
-                    zs, Dzs = z, Dz
-                else:
-                    zs, Dzs = tan.combine([1.0] + [dr * aij for aij in self.A[st]], [(z, Dz)] + ks)
-                tau = tau_of_rho(r_hi + self.c[st] * dr) if self.c[st] != 1.0 else tau_lo
+                tau = tau_hi if self.c[st] == 0.0 else tau_lo if self.c[st] == 1.0 else tau_of_rho(r_hi + self.c[st] * dr)
                 a = a_of(tau)
-                ks.append(tan.noise(a * zs, tau, tan.lin([a], [Dzs])))
-            z, Dz = tan.combine([1.0] + [dr * bi for bi in self.b], [(z, Dz)] + ks)
+                if st == 0:
+                    y = (x, Dx)
+                else:
+                    y = tan.combine([a / a_hi] + [a * dr * aij * sj for aij, sj in zip(self.A[st], scale)],
+                                    [(x, Dx)] + gs[:len(self.A[st])])
+                gs.append(tan.score(y[0], tau, y[1]))
+                scale.append(-math.sqrt(tau))
             a_lo = a_of(tau_lo)
-            x, Dx = a_lo * z, tan.lin([a_lo], [Dz])
+            x, Dx = tan.combine([a_lo / a_hi] + [a_lo * dr * bi * sj for bi, sj in zip(self.b, scale)], [(x, Dx)] + gs)
             yield tau_hi, tau_lo, x, Dx
 
     def __repr__(self):
