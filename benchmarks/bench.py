@@ -348,6 +348,38 @@ def bench_diffusers(quick):
               f"{t_diff / 20 * 1e3:7.1f} ms/NFE: ratio {t_diff / t_ours:.1f}x")
 
 
+def bench_jacobian_chain(quick):
+    """The full-Jacobian mode's per-evaluation linear algebra: the chain J_i @ D_i and slogdet of
+    n small d x d matrices, as GFLOP/s beside this machine's large-GEMM rate (2000 x 2000, all
+    threads), NumPy's batched calls against the Numba kernels (one BLAS / LAPACK call per sample
+    from the Numba threads); goal >= 50% of the GEMM rate for d >= 64."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(2000, 2000))
+    gemm = 2 * 2000 ** 3 / _best(lambda: A @ A, 3) / 1e9
+    print(f"\n9. full-Jacobian chain and slogdet (GFLOP/s; large GEMM here {gemm:.1f}; goal >= 50% of it for d >= 64)")
+    print(f"   {'d':>4s} {'n':>6s} {'matmul':>8s} {'chain':>8s} {'% GEMM':>7s} {'np slogdet':>11s} {'slogdet':>8s} {'% GEMM':>7s}")
+    for d in (32, 64, 128):
+        n = max(64, (2 ** 20 if quick else 2 ** 22) // (d * d))
+        J, D = rng.normal(size=(n, d, d)), rng.normal(size=(n, d, d))
+        out, sign, ld = np.empty_like(J), np.empty(n), np.empty(n)
+        mm = 2 * n * d ** 3 / _best(lambda: np.matmul(J, D), 3) / 1e9
+        ch = 2 * n * d ** 3 / _best(lambda: kernels.chain(J, D, out), 3) / 1e9
+        lu = 2 / 3 * n * d ** 3
+        ns = lu / _best(lambda: np.linalg.slogdet(D), 3) / 1e9
+        ks = lu / _best(lambda: kernels.slogdet(D, sign, ld), 3) / 1e9
+        print(f"   {d:4d} {n:6d} {mm:8.1f} {ch:8.1f} {ch / gemm:7.0%} {ns:11.1f} {ks:8.1f} {ks / gemm:7.0%}")
+
+
+def _best(f, reps):
+    f()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--quick", action="store_true")
@@ -359,4 +391,5 @@ def main(argv=None):
     bench_memory_and_cache(a.quick)
     bench_samplers_outside(a.quick)
     bench_diffusers(a.quick)
+    bench_jacobian_chain(a.quick)
     return 0

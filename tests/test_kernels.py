@@ -153,3 +153,19 @@ def test_fused_equals_numpy_sums_with_repeated_arrays():
         np.testing.assert_allclose(out[j], C[j, 0] * a + C[j, 1] * b + C[j, 2] * a, rtol=1e-13, atol=1e-13)
     with pytest.raises(ValueError, match="C-contiguous"):
         fused([1.0], [a[:, :, 0]], np.empty((33, 6))[:, ::2])
+
+
+@pytest.mark.parametrize("d", [1, 3, 16])
+def test_chain_and_slogdet_kernels_equal_numpy(d):
+    # oracle: NumPy's batched matmul and slogdet (independent BLAS/LAPACK loops); a row of
+    # negative-determinant matrices checks the sign
+    from theory_check import kernels
+    rng = np.random.default_rng(d)
+    J, D = rng.normal(size=(40, d, d)), rng.normal(size=(40, d, d))
+    out = np.empty_like(J)
+    np.testing.assert_allclose(kernels.chain(J, D, out), np.matmul(J, D), rtol=1e-12, atol=1e-12)
+    sign, ld = np.empty(40), np.empty(40)
+    kernels.slogdet(D, sign, ld)
+    S, L = np.linalg.slogdet(D)
+    assert (sign == S).all() and (S < 0).any()
+    np.testing.assert_allclose(ld, L, rtol=1e-12, atol=1e-12)

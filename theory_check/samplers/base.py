@@ -245,7 +245,8 @@ class Tangent:
             return self.target._eval(y, tau, False)[1], None
         if self.mode == "full":
             _, g, J = self.target._eval(y, tau, True)
-            return g, np.matmul(J, Dy)
+            J, Dy = np.ascontiguousarray(J), np.ascontiguousarray(Dy)
+            return g, kernels.chain(J, Dy, np.empty_like(J))
         if self.mode == "diagonal":
             _, g, ds = self.target._eval_diag(y, tau, True, want_logq=False)
             ds *= Dy
@@ -269,7 +270,9 @@ class Tangent:
         if isinstance(D, KnownLogdet):
             return np.ones_like(D.logdet), D.logdet
         if self.mode == "full":
-            return np.linalg.slogdet(D)
+            sign, ld = np.empty(len(D)), np.empty(len(D))
+            kernels.slogdet(np.ascontiguousarray(D), sign, ld)
+            return sign, ld
         if self.mode == "diagonal":
             sign = np.where(np.any(D == 0, axis=1), 0.0, 1.0 - 2.0 * (np.count_nonzero(D < 0, axis=1) % 2))
             with np.errstate(divide="ignore"):
