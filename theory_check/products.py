@@ -197,12 +197,10 @@ class Product(Target):
         s = np.empty((n, d))
         ds = np.empty((n, d)) if want_ds else None
         for law, cols in self._groups:
-            xc = x if cols is None else np.ascontiguousarray(x[:, cols])
+            xc = np.ascontiguousarray(x if cols is None else x[:, cols])     # a copy only when needed
             lq = np.empty(n)
             sc = s if cols is None else np.empty((n, len(cols)))
             dc = (ds if cols is None else np.empty((n, len(cols)))) if want_ds else np.empty((0, xc.shape[1]))
-            if not xc.flags.c_contiguous:
-                xc = np.ascontiguousarray(xc)
             kernels.product_into(law.law, law.coefficients(tau), xc, tau, want_logq, lq, sc, dc)
             logq += lq
             if cols is not None:
