@@ -323,7 +323,9 @@ def _tightness_section(df, e):
         lines += ["Instances whose larger dimensions were censored (minimal NFE above the search's max_steps) "
                   "have no fit; their smallest uncensored NFE and the censoring level give a lower bound on b, "
                   "largest per K: " + "; ".join(bounds) + ".", ""]
-    top = max(ratios) if ratios else float("nan")
+    if not ratios:
+        return lines + ["No instance had enough uncensored dimensions for a fit.", ""]
+    top = max(ratios)
     lines += [f"The largest exponent found is {top:.2f} of the theorem's value: "
               + ("nothing the probe tried comes near the bound." if top < 0.5 else
                  "the probe came within a factor 2 of the bound." if top < 1 else "the bound is reached.")
