@@ -14,7 +14,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from .fits import CONFIG_KEYS, expected_order, linear_fit, nfe_min_log_se
+from .fits import CONFIG_KEYS, expected_order, nfe_min_fit
 
 __all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
            "FIGURES", "figure_for", "context"]
@@ -185,9 +185,7 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
             st = {k: v for k, v in _style(i).items() if k != "linestyle"}
             label = f"K={int(K)}"
             if len(sub) >= 2:
-                # weighted as in the exponent table, so the legend's slope is the table's
-                sig = np.array([nfe_min_log_se(r) for _, r in sub.iterrows()])
-                f = linear_fit(np.log(x), np.log(sub["nfe_min"]), sigma=sig, n_boot=0)
+                f = nfe_min_fit(np.log(x), sub, n_boot=0)      # the exponent table's fit: same slope
                 xs = np.array([x.min(), x.max()])
                 ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "-", color=GREYS[i % 4], linewidth=0.9)
                 _slope_line(ax, x, sub["nfe_min"], theory(K), None, ":", color=GREYS[i % 4])
@@ -244,8 +242,7 @@ def dimension(df, path=None, quick=False):
                 ax.loglog(x, y, linestyle="none", marker=MARKERS[i], color=GREYS[i % 4],
                           markerfacecolor="white" if paper else GREYS[i % 4])
                 if sub["dim"].nunique() >= 2:
-                    sig = np.array([nfe_min_log_se(r) for _, r in sub.iterrows()])
-                    f = linear_fit(np.log(x), np.log(y), sigma=sig, n_boot=0)     # the table's fit
+                    f = nfe_min_fit(np.log(x), sub, n_boot=0)     # the exponent table's fit
                     xs = np.array([x.min(), x.max()])
                     ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "--" if paper else "-",
                             color=GREYS[i % 4], linewidth=0.9)

@@ -284,14 +284,13 @@ def _censored_bound(df):
         if not len(done):
             continue
         d0, nfe0 = float(done.dim.iloc[0]), float(done.nfe_min.iloc[0])
-        for _, r in sub[sub.censored.astype(bool)].iterrows():
+        for _, r in sub[sub.censored.astype(bool) & (sub.dim > d0)].iterrows():
             N = r.N if str(r.N) == "paper" else int(float(r.N))
             cap = S.make("heroism", K=int(r.K), N=N, nodes=r.nodes, sweep=r.sweep).nfe(int(r.max_steps))
-            if r.dim > d0:
-                b = math.log(cap / nfe0) / math.log(r.dim / d0)
-                if best is None or b > best[0]:
-                    best = (b, f"{target} {plots.args_text(args)}, τ_min {tau_min:g}: NFE {nfe0:.0f} at d = {d0:.0f}, "
-                               f"> {cap} at d = {r.dim:.0f}")
+            b = math.log(cap / nfe0) / math.log(r.dim / d0)
+            if best is None or b > best[0]:
+                best = (b, f"{target} {plots.args_text(args)}, τ_min {tau_min:g}: NFE {nfe0:.0f} at d = {d0:.0f}, "
+                           f"> {cap} at d = {r.dim:.0f}")
     return best
 
 
