@@ -62,3 +62,20 @@ def test_exponent_table_recovers_a_planted_exponent_and_predictions():
     assert r.fitted == pytest.approx(0.25, abs=0.01)
     assert r.theory == pytest.approx(5 / 3) and r.verdict == "tighter than the bound"
     assert r.prediction == pytest.approx(1 / 8) and r.vs_prediction == "above"
+
+
+def test_censored_lower_bound_on_the_exponent():
+    # K = 2, N = 2: 3 evaluations per step, so max_steps 100 caps the NFE at 300. Instance A:
+    # NFE 30 at d = 4, censored at d = 64 -> b > log(300/30)/log(16); instance B: 100 at d = 4,
+    # censored at 32 -> log(3)/log(8), smaller. The report must return A's bound.
+    from theory_check import report
+    base = dict(target="uniform-cube", tau_min=1e-3, K=2, N="2", nodes="equispaced", sweep="jacobi", max_steps=100,
+                status="ok")
+    rows = pd.DataFrame([dict(base, target_args='{"scale": 1.0}', dim=4, censored=False, nfe_min=30.0),
+                         dict(base, target_args='{"scale": 1.0}', dim=64, censored=True, nfe_min=np.nan),
+                         dict(base, target_args='{"scale": 4.0}', dim=4, censored=False, nfe_min=100.0),
+                         dict(base, target_args='{"scale": 4.0}', dim=32, censored=True, nfe_min=np.nan)])
+    b, where = report._censored_bound(rows)
+    assert b == pytest.approx(np.log(10) / np.log(16), rel=1e-12)
+    assert "scale 1" in where and "d = 64" in where
+    assert report._censored_bound(rows[~rows.censored]) is None

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "compare_prediction", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "generic_table"]
+__all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "nfe_min_fit", "compare_prediction", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "generic_table"]
 
 N_BOOT = 2000
 
@@ -83,6 +83,13 @@ def tv_log_se(df):
 
 
 SEARCH_RESOLUTION = 0.03        # runs._minimal brackets steps_min to 3%: sd 0.03/sqrt(12) in log
+
+
+def nfe_min_fit(x, rows, **kwargs):
+    """`linear_fit` of log NFE_min of minimal-mode `rows` on x, weighted by each row's
+    `nfe_min_log_se`: the exponent tables' fit (the figures draw the same one)."""
+    sig = np.array([nfe_min_log_se(r) for _, r in rows.iterrows()])
+    return linear_fit(x, np.log(rows["nfe_min"].to_numpy(float)), sigma=sig, **kwargs)
 
 
 def nfe_min_log_se(row):
@@ -188,8 +195,7 @@ def exponent_table(dimension=None, epsilon=None, orders=None, min_points=3):
                 continue
             K = int(float(key["K"]))
             x = np.log(sub["dim"]) if law == "d" else np.log(1 / sub["eps"])
-            sig = np.array([nfe_min_log_se(r) for _, r in sub.iterrows()])
-            f = linear_fit(x, np.log(sub["nfe_min"]), sigma=sig)
+            f = nfe_min_fit(x, sub)
             steps_c = float(np.exp(np.mean(np.log(sub["steps_min"]))))
             p_nom = expected_order(K, key.get("N", K), steps_c)
             p, p_src = p_nom, "nominal"

@@ -14,7 +14,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from .fits import CONFIG_KEYS, expected_order, linear_fit
+from .fits import CONFIG_KEYS, expected_order, nfe_min_fit
 
 __all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
            "FIGURES", "figure_for", "context"]
@@ -172,11 +172,11 @@ def order(df, path=None, quick=False):
                         "−2p for KL; p = min(N+1, q_K); K = 3 and 4 both have p = 4)", df, quick, path)
 
 
-def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambda v: v, legend_loc="upper left"):
+def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambda v: v):
     ok = df[(df.status == "ok") & (~df["censored"].astype(bool))]
     cens = df[(df.status != "ok") | df["censored"].astype(bool)]
     targets = sorted(df.target.unique())
-    fig, axes = _figure(len(targets), 4.2, 3.5)
+    fig, axes = _figure(len(targets), 4.2, 4.6)
     for ax, target in zip(axes, targets):
         for i, (K, sub) in enumerate(ok[ok.target == target].groupby("K")):
             x = xtransform(sub[xcol].to_numpy(float))
@@ -185,7 +185,7 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
             st = {k: v for k, v in _style(i).items() if k != "linestyle"}
             label = f"K={int(K)}"
             if len(sub) >= 2:
-                f = linear_fit(np.log(x), np.log(sub["nfe_min"]), n_boot=0)
+                f = nfe_min_fit(np.log(x), sub, n_boot=0)      # the exponent table's fit: same slope
                 xs = np.array([x.min(), x.max()])
                 ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "-", color=GREYS[i % 4], linewidth=0.9)
                 _slope_line(ax, x, sub["nfe_min"], theory(K), None, ":", color=GREYS[i % 4])
@@ -203,7 +203,8 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
             _plain_ticks(ax, df[df.target == target][xcol].unique())
         ax.set_xlabel(xlab)
         ax.set_ylabel("minimal NFE for TV + 2se $\\leq \\varepsilon$")
-        ax.legend(loc=legend_loc, framealpha=0.5)
+        # below the panel: inside it the legend covered the points of the small-eps end
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, fontsize=6.5, frameon=False)
     return _finish(fig, title, df, quick, path)
 
 
@@ -241,7 +242,7 @@ def dimension(df, path=None, quick=False):
                 ax.loglog(x, y, linestyle="none", marker=MARKERS[i], color=GREYS[i % 4],
                           markerfacecolor="white" if paper else GREYS[i % 4])
                 if sub["dim"].nunique() >= 2:
-                    f = linear_fit(np.log(x), np.log(y), n_boot=0)
+                    f = nfe_min_fit(np.log(x), sub, n_boot=0)     # the exponent table's fit
                     xs = np.array([x.min(), x.max()])
                     ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "--" if paper else "-",
                             color=GREYS[i % 4], linewidth=0.9)
@@ -327,7 +328,7 @@ def args_text(args):
 def epsilon(df, path=None, quick=False):
     """Minimal NFE vs 1/eps per target and K, with the fit and the theorem's slope 1/K."""
     return _minimal_panels(df, "eps", "$1/\\varepsilon$", lambda K: 1 / K,
-                           "Minimal NFE vs 1/ε (theory slope 1/K)", quick, path, lambda e: 1 / e, "lower right")
+                           "Minimal NFE vs 1/ε (theory slope 1/K)", quick, path, lambda e: 1 / e)
 
 
 @_with_rc
