@@ -79,3 +79,12 @@ def test_censored_lower_bound_on_the_exponent():
     assert b == pytest.approx(np.log(10) / np.log(16), rel=1e-12)
     assert "scale 1" in where and "d = 64" in where
     assert report._censored_bound(rows[~rows.censored]) is None
+
+
+def test_dimension_table_names_every_jacobian_mode_with_its_dimensions():
+    # gmm-iso runs the full Jacobian at d = 4 (the structured basis would span the space) and the
+    # structured one above; the table printed only the first row's mode ("full") for the family.
+    from theory_check import report
+    sub = pd.DataFrame(dict(dim=[4, 16, 64, 1024], jacobian=["full", "structured", "structured", "structured"]))
+    assert report._jacobian_modes(sub) == "full (d 4), structured (d 16–1024)"
+    assert report._jacobian_modes(sub.iloc[1:]) == "structured"

@@ -254,6 +254,16 @@ def _exponent_sections(e):
     return lines
 
 
+def _jacobian_modes(sub):
+    """The Jacobian modes a family ran with, each with its d range when there are several
+    (gmm-iso is full at d = 4, where the structured basis would span the whole space)."""
+    modes = {m: g.dim for m, g in sub.groupby("jacobian", sort=False)}
+    if len(modes) == 1:
+        return next(iter(modes))
+    return ", ".join(f"{m} (d {int(v.min())}" + (f"–{int(v.max())})" if v.max() > v.min() else ")")
+                     for m, v in sorted(modes.items(), key=lambda kv: kv[1].min()))
+
+
 def _dimension_section(d):
     cens = d["censored"].astype(bool) | (d.status != "ok")
     lines = ["### dimension", "", f"{_init_text(d)}. Minimal NFE for TV + 2 se ≤ {d.eps.iloc[0]:g} vs d, HEROISM "
@@ -263,7 +273,7 @@ def _dimension_section(d):
     for target, sub in d.groupby("target", sort=False):
         desc, ng = FAMILY.get(target, ("", "—"))
         rows.append([target, desc, ng, f"{int(sub.dim.min())}–{int(sub.dim.max())}", int(sub.n.iloc[0]),
-                     sub.jacobian.iloc[0] if "jacobian" in sub else "—",
+                     _jacobian_modes(sub) if "jacobian" in sub else "—",
                      int((sub.censored.astype(bool) | (sub.status != "ok")).sum())])
     lines += _md_table(["target", "law", "non-Gaussian directions", "d", "n", "Jacobian", "censored"], rows)
     lines += ["What theory predicts besides the theorem's worst case: for the products, TV ≈ √d × per-coordinate "
