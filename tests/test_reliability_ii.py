@@ -364,8 +364,12 @@ def _alive(pid):
 def _start(tmp_path):
     p = tmp_path / "slow.toml"
     p.write_text(SLOW)
+    # A shell's background job (`cmd &` without job control, as CI runners and nohup may start the
+    # suite) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+    # sweep under test gets the default disposition a terminal's Ctrl-C would meet.
     proc = subprocess.Popen([sys.executable, "-m", "theory_check.cli", "run", str(p), "--out", str(tmp_path / "o"),
-                             "--jobs", "2", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--jobs", "2", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline:
         workers = [k for k in _children(proc.pid) if "spawn_main" in _cmdline(k)]
