@@ -355,29 +355,19 @@ def bench_jacobian_chain(quick):
     from the Numba threads); goal >= 50% of the GEMM rate for d >= 64."""
     rng = np.random.default_rng(3)
     A = rng.normal(size=(2000, 2000))
-    gemm = 2 * 2000 ** 3 / _best(lambda: A @ A, 3) / 1e9
+    gemm = 2 * 2000 ** 3 / best_of(lambda: A @ A, 3) / 1e9
     print(f"\n9. full-Jacobian chain and slogdet (GFLOP/s; large GEMM here {gemm:.1f}; goal >= 50% of it for d >= 64)")
     print(f"   {'d':>4s} {'n':>6s} {'matmul':>8s} {'chain':>8s} {'% GEMM':>7s} {'np slogdet':>11s} {'slogdet':>8s} {'% GEMM':>7s}")
     for d in (32, 64, 128):
         n = max(64, (2 ** 20 if quick else 2 ** 22) // (d * d))
         J, D = rng.normal(size=(n, d, d)), rng.normal(size=(n, d, d))
         out, sign, ld = np.empty_like(J), np.empty(n), np.empty(n)
-        mm = 2 * n * d ** 3 / _best(lambda: np.matmul(J, D), 3) / 1e9
-        ch = 2 * n * d ** 3 / _best(lambda: kernels.chain(J, D, out), 3) / 1e9
+        mm = 2 * n * d ** 3 / best_of(lambda: np.matmul(J, D), 3) / 1e9
+        ch = 2 * n * d ** 3 / best_of(lambda: kernels.chain(J, D, out), 3) / 1e9
         lu = 2 / 3 * n * d ** 3
-        ns = lu / _best(lambda: np.linalg.slogdet(D), 3) / 1e9
-        ks = lu / _best(lambda: kernels.slogdet(D, sign, ld), 3) / 1e9
+        ns = lu / best_of(lambda: np.linalg.slogdet(D), 3) / 1e9
+        ks = lu / best_of(lambda: kernels.slogdet(D, sign, ld), 3) / 1e9
         print(f"   {d:4d} {n:6d} {mm:8.1f} {ch:8.1f} {ch / gemm:7.0%} {ns:11.1f} {ks:8.1f} {ks / gemm:7.0%}")
-
-
-def _best(f, reps):
-    f()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(argv=None):
