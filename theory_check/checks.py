@@ -142,7 +142,9 @@ def integer(value, name, minimum=None):
 
 
 def positive(value, name, allow_zero=False):
-    """`value` as a finite float > 0 (>= 0 with allow_zero); ValueError naming `name`."""
+    """`value` as a finite float > 0 (>= 0 with allow_zero), booleans refused; ValueError naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a real number, got {show(value)}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -151,6 +153,28 @@ def positive(value, name, allow_zero=False):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {show(value)}")
     return v
+
+
+def boolean(value, name):
+    """`value` as a bool: only True or False (a TOML boolean) is accepted, so that the strings
+    "false" or "no", which Python's bool() would read as True, are refused with a ValueError.
+
+    >>> boolean(False, "corrector")
+    False
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false (a boolean), got {show(value)}")
+    return bool(value)
+
+
+def target(value, name="target"):
+    """`value` if it is a `targets.Target`; a score callable or a duck-typed object gets a
+    ValueError that says how to wrap it."""
+    from .targets import Target
+    if not isinstance(value, Target):
+        raise ValueError(f"{name} must be a theory_check Target, got {type(value).__name__}; wrap a score "
+                         "callable with targets.from_functions(dim, score, ...) or subclass targets.Target")
+    return value
 
 
 def probability_vector(w, name="weights"):

@@ -280,9 +280,6 @@ def main(argv=None):
     args = parser().parse_args(argv)
     from . import tune_process
     tune_process()
-    # like `python -m`: a user's module named as "module:attr" is found in the working directory
-    if "" not in sys.path and str(pathlib.Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(pathlib.Path.cwd()))
     import signal
     import threading
     previous = None

@@ -81,13 +81,28 @@ def tv_kl(target, result):
     injective away from the samples. Needs the target's `log_density`."""
     if not isinstance(target, Target):
         raise ValueError(f"target must be a Target, got {type(target).__name__}")
-    lw = log_ratio(target, result)
+    lw, floor = _log_ratio_and_rounding(target, result)
     n = len(lw)
     # (1 - w)_+ = -expm1(log w) where log w < 0: exact to rounding when w is near 1
     tv_terms = np.where(lw < 0, -np.expm1(np.minimum(lw, 0.0)), 0.0)
     kl_terms = -lw
-    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(n))) if n > 1 else (lambda v: float("nan"))
+
+    def se(v):
+        # the Monte-Carlo error and, beside it, the rounding of log w (systematic, so it does not
+        # shrink with n): below it neither TV nor KL is resolved (|(1 - w)_+ change| <= |log w change|)
+        return float(np.hypot(np.std(v, ddof=1) / np.sqrt(n), floor)) if n > 1 else float("nan")
     return TVKL(float(tv_terms.mean()), se(tv_terms), float(kl_terms.mean()), se(kl_terms), n)
+
+
+# log w = log q - log p_in + logdet is a difference of terms computed to a few ulps each (sums over
+# d coordinates, a slogdet): ROUNDING_ULPS ulps of their mean magnitude bound its systematic error.
+ROUNDING_ULPS = 8.0
+
+
+def _log_ratio_and_rounding(target, result):
+    lw = log_ratio(target, result)
+    size = np.abs(lw + result.logp_in - result.logdet) + np.abs(result.logp_in) + np.abs(result.logdet)
+    return lw, ROUNDING_ULPS * np.finfo(float).eps * float(np.mean(size))
 
 
 def w2(x, y, method="exact", n_projections=256, seed=0):

@@ -213,6 +213,11 @@ NON_GAUSSIAN = {"gmm-iso": "4 mean directions", "gmm-aniso": "3 modes, full cova
                 "product-gmm": "d non-Gaussian coordinates"}
 
 
+def _k_value(K):
+    """A K cell as an int, or "log" for the order that grows with the steps."""
+    return "log" if str(K) == "log" else int(float(K))
+
+
 def _is_paper(N):
     return str(N) == "paper"
 
@@ -231,11 +236,13 @@ def dimension(df, path=None, quick=False):
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(4.0 * ncols, 3.2 * nrows + (0.9 if len(targets) == ncols * nrows else 0.4)), dpi=130)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    Ks = sorted(int(k) for k in ok.K.dropna().unique()) or [1]
+    # K is an integer or "log" (the order grows with the steps): markers by value, "log" last
+    Ks = sorted({_k_value(k) for k in ok.K.dropna().unique()}, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0)) or [1]
+    int_Ks = [k for k in Ks if isinstance(k, int)] or [1]
     for ax, target in zip(axes, targets):
         rows = ok[ok.target == target]
-        for K, subK in rows.groupby("K"):
-            i = Ks.index(int(K))
+        for K, subK in rows.groupby(rows.K.map(_k_value)):
+            i = Ks.index(K)
             for paper, sub in subK.groupby(subK.N.map(_is_paper)):
                 sub = sub.sort_values("dim")
                 x, y = sub["dim"].to_numpy(float), sub["nfe_min"].to_numpy(float)
@@ -247,7 +254,7 @@ def dimension(df, path=None, quick=False):
                     ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "--" if paper else "-",
                             color=GREYS[i % 4], linewidth=0.9)
         if len(rows):
-            Kmax = max(Ks)
+            Kmax = max(int_Ks)
             _slope_line(ax, rows["dim"], rows["nfe_min"], 1 + 2 / Kmax, None, ":", color="0.3")
         c = cens[cens.target == target]
         _failures(ax, c, "dim", "censored or failed")
@@ -264,7 +271,7 @@ def dimension(df, path=None, quick=False):
                 matplotlib.lines.Line2D([], [], color="0.2", linestyle="--", marker="o", markerfacecolor="white",
                                         label="N = ⌈log T⌉ (hollow), fit"),
                 matplotlib.lines.Line2D([], [], color="0.3", linestyle=":",
-                                        label=f"theorem's smallest slope 1 + 2/K = {1 + 2 / max(Ks):.2f} (K = {max(Ks)})"),
+                                        label=f"theorem's smallest slope 1 + 2/K = {1 + 2 / max(int_Ks):.2f} (K = {max(int_Ks)})"),
                 matplotlib.lines.Line2D([], [], color="0.0", linestyle="none", marker="x", label="censored at max_steps or failed")]
     eps = ", ".join(f"{e:g}" for e in sorted(df.eps.unique()))
     title = f"Minimal NFE vs d at ε = {eps}: HEROISM, fitted slopes in SUMMARY (theorem: 1 + 2/K)"

@@ -252,9 +252,10 @@ NAMES = ("rademacher-cube", "uniform-cube", "product-gmm")
 PRODUCT_GMM = dict(w=[0.5, 0.3, 0.2], m=[-1.0, 0.4, 1.25], sd=[0.3, 0.15, 0.45])
 
 PARAMS = {"rademacher-cube": ("scale",), "uniform-cube": ("scale",), "product-gmm": ("scale", "width")}
+DEFAULTS = dict(scale=1.0, width=1.0)       # make's defaults: a run's target_args equal to them are dropped
 
 
-def make(name, dim, scale=1.0, width=1.0):
+def make(name, dim, scale=DEFAULTS["scale"], width=DEFAULTS["width"]):
     """A named product instance in R^dim (SPEC 9).
 
     rademacher-cube  +-scale in every coordinate (the 2^d atoms of the cube)

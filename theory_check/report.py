@@ -409,11 +409,11 @@ def _paper_schedule_section(p):
     return lines
 
 
-def _completeness(frames, quick):
-    """Studies of the repository's studies/ whose table holds fewer runs than the study file
-    defines (an interrupted sweep), or that have no table at all."""
+def _completeness(frames, quick, studies_dir=None):
+    """Studies of the folder that was reproduced (default the repository's studies/) whose table
+    holds fewer runs than the study file defines (an interrupted sweep), or that have no table."""
     missing = []
-    for path in study_files():
+    for path in study_files(studies_dir):
         try:
             name, _, specs, _ = sweep.load_study(path, quick)
         except ValueError:
@@ -427,8 +427,9 @@ def _completeness(frames, quick):
             "come from its cache); the tables and figures below show the runs that exist.", ""]
 
 
-def summary(out, quick, elapsed):
-    """Write <out>/SUMMARY.md from the folder's study CSVs and fits (`elapsed`: seconds of the run)."""
+def summary(out, quick, elapsed, studies_dir=None):
+    """Write <out>/SUMMARY.md from the folder's study CSVs and fits (`elapsed`: seconds of the run;
+    `studies_dir` the folder of study files that was run, for the completeness check)."""
     out = pathlib.Path(out)
     f = load(out)
     t = fit(out)
@@ -456,7 +457,7 @@ def summary(out, quick, elapsed):
                   + "; ".join(f"{h}: {', '.join(names)}" for h, names in sorted(by_hash.items()))
                   + ". `theory-check reproduce` recomputes the studies whose hash differs (the others come from its "
                     "run cache).", ""]
-    lines += _completeness(f, quick)
+    lines += _completeness(f, quick, studies_dir)
     n_runs = sum(len(d) for d in f.values())
     n_failed = sum(int((d.status != "ok").sum()) for d in f.values())
     lines += ["## How to read these numbers", "",
@@ -543,9 +544,17 @@ def reproduce(out="results", quick=False, jobs=None, executor="local", scheduler
     """Run every study into `out` (resumable: finished runs are reused), then draw the figures,
     write the regression baseline and SUMMARY.md; returns the folder."""
     t0 = time.perf_counter()
-    for path in study_files(studies_dir):
+    paths = study_files(studies_dir)
+    names = {}
+    for path in paths:              # two files of one name would write one CSV twice
+        name = sweep.load_study(path, quick)[0]
+        if name in names:
+            raise ValueError(f"studies: {names[name].name} and {path.name} both name their study {name!r} "
+                             f"(one CSV, {name}.csv, each); rename one")
+        names[name] = path
+    for path in paths:
         sweep.run_study(path, out, jobs, executor, scheduler, quick, progress)
     plot(out)
     baseline(out)
-    summary(out, quick, time.perf_counter() - t0)
+    summary(out, quick, time.perf_counter() - t0, studies_dir)
     return pathlib.Path(out)

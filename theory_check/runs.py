@@ -80,7 +80,8 @@ def normalise(spec):
         bad = [k for k, v in args.items() if not isinstance(v, (bool, int, float, str))]
         if bad:
             raise ValueError(f"{name}: {bad[0]} must be a number, a boolean or a string, got {checks.show(args[bad[0]])}")
-        out[name] = dict(sorted(args.items()))
+        out[name] = {k: _canonical_number(v) for k, v in sorted(args.items())}
+    _check_args(out)
     if out["sampler"] != "heroism":
         out.update(K=None, N=None, nodes=None, sweep=None)
     else:
@@ -100,11 +101,73 @@ def normalise(spec):
         raise ValueError(f"eps must be in (0, 1) for mode = 'minimal', got {checks.show(out['eps'])}")
     _validate_values(out)
     check_memory(out)               # before the target is built: gmm-aniso at d = 1e5 is 240 GB
-    build(out)                      # raises ValueError on any bad value, before anything runs
+    target, sampler = build(out)    # raises ValueError on any bad value, before anything runs
+    _check_modes(out, target, sampler)
     return out
 
 
+def _check_modes(out, target, sampler):
+    """A metric the run cannot compute is refused before the run, never dropped from its row:
+    TV, KL and the minimal-NFE search need the log-determinant of a deterministic map, and an
+    explicit Jacobian mode must suit the target."""
+    if isinstance(sampler, S.Sampler) and type(sampler).nfe is S.Sampler.nfe:
+        raise ValueError(f"sampler: {type(sampler).__name__} must implement nfe(steps), the number of score "
+                         "evaluations of a run (see samplers.Sampler)")
+    wants = [m for m in ("tv", "kl") if m in out["metrics"]] + (["mode = 'minimal'"] if out["mode"] == "minimal" else [])
+    if wants:
+        what = " and ".join(wants)
+        if out["jacobian"] == "none":
+            raise ValueError(f"metrics: {what} need the map's log-determinant, which jacobian = 'none' does not "
+                             "compute; use jacobian = 'auto', or metrics coupling, w2 alone")
+        if not getattr(sampler, "deterministic", True):
+            raise ValueError(f"metrics: {what} need the log-determinant of a deterministic map and {sampler!r} is "
+                             "stochastic; use metrics w2 or coupling")
+        if out["n"] < 2:
+            raise ValueError(f"n must be >= 2 for {what} (a standard error needs two samples), got {out['n']}")
+    if out["jacobian"] == "structured" and target.active_basis is None:
+        raise ValueError(f"jacobian: 'structured' needs a target with an active basis and {out['target']}"
+                         f"{' with score_eps' if out['score_eps'] else ''} has none; use 'full' or 'auto'")
+    if out["jacobian"] == "diagonal" and not getattr(target, "diagonal", False):
+        raise ValueError(f"jacobian: 'diagonal' needs a product target (rademacher-cube, uniform-cube, product-gmm) "
+                         f"and {out['target']}{' with score_eps' if out['score_eps'] else ''} is not one; use 'full' or 'auto'")
+
+
+def _canonical_number(v):
+    """An integral float as an int (order = 2.0 is order = 2), so that one run has one key."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 53:
+        return int(v)
+    return v
+
+
+# Parameters that are run parameters of their own: given in sampler_args they would run while
+# the row recorded the run parameter's value, so they are refused there.
+_OWN_PARAMETERS = {"heroism": ("K", "N", "nodes", "sweep"), "ddpm": ("seed",)}
+
+
+def _check_args(out):
+    """sampler_args and target_args against the run's own parameters and the target's
+    signature; target_args equal to the target's defaults are dropped (one run, one key)."""
+    own = [k for k in _OWN_PARAMETERS.get(out["sampler"], ()) if k in out["sampler_args"]]
+    if own:
+        raise ValueError(f"sampler_args: {own[0]} is a run parameter of {out['sampler']}: set {own[0]} = "
+                         f"{out['sampler_args'][own[0]]!r} beside sampler, not in sampler_args (the row records it)")
+    from . import products
+    name, args = out["target"], out["target_args"]
+    allowed = products.PARAMS.get(name, ())
+    for k in args:
+        if k in ("dim", "seed", "target_seed", "name"):
+            raise ValueError(f"target_args: {k} is not a shape parameter; set it as the run parameter "
+                             f"{'target_seed' if 'seed' in k else k} (--{'target-seed' if 'seed' in k else k})")
+        if k not in allowed:
+            raise ValueError(f"target_args: {k} is not a parameter of {name} "
+                             f"({', '.join(allowed) if allowed else 'it takes none'})")
+    defaults = products.DEFAULTS
+    out["target_args"] = {k: v for k, v in args.items()
+                          if not (k in defaults and not isinstance(v, bool) and v == defaults[k])}
+
+
 JACOBIANS = ("auto", "none", "full", "structured", "diagonal")
+MAX_STEPS = 10 ** 6             # steps, max_steps and nfe_budget: beyond, a schedule alone is tens of MB per run
 W2_METHODS = ("exact", "sliced")
 W2_EXACT_MAX_N = 10_000         # POT's network simplex is O(n^3): ~1 min at n = 1e4 here
 
@@ -113,12 +176,21 @@ def _validate_values(out):
     """Every value of a run, each error naming its parameter (SPEC: exit 2, nothing computed)."""
     for k, minimum in (("dim", 1), ("target_seed", 0), ("steps", 1), ("n", 1), ("seed", 0), ("max_steps", 1)):
         out[k] = checks.integer(out[k], k, minimum=minimum)
+    for k in ("steps", "max_steps", "nfe_budget"):
+        if out[k] is not None and checks.integer(out[k], k, minimum=1) > MAX_STEPS:
+            raise ValueError(f"{k} must be <= {MAX_STEPS} (a schedule of {out[k]} noise levels; the largest "
+                             f"studies use 4096 steps), got {out[k]}")
     if out["nfe_budget"] is not None:
         out["nfe_budget"] = checks.integer(out["nfe_budget"], "nfe_budget", minimum=1)
     out["score_eps"] = checks.positive(out["score_eps"], "score_eps", allow_zero=True)
     out["tau_min"], out["tau_max"] = checks.tau(out["tau_min"], "tau_min"), checks.tau(out["tau_max"], "tau_max")
     if not out["tau_min"] < out["tau_max"]:
         raise ValueError(f"tau_min must be < tau_max, got {out['tau_min']} >= {out['tau_max']}")
+    if out["schedule"] == "paper":
+        try:
+            schedules.paper(out["steps"] + 1)
+        except ValueError as exc:
+            raise ValueError(f"steps: the paper's schedule has no {out['steps']} steps in float64 ({exc})") from None
     if out["init"] not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {checks.show(out['init'])}")
     if out["jacobian"] not in JACOBIANS:
@@ -132,22 +204,49 @@ def _validate_values(out):
         raise ValueError("nfe_budget applies to mode = 'fixed' only")
 
 
-# Rough per-target memory of building and evaluating it (bytes), to refuse hopeless requests early.
-def _target_bytes(name, d):
-    if name == "gmm-aniso":
-        return 3 * d * d * 8 * 6           # covariances, eigenvectors, precisions, eigh workspace
-    return 64 * d * 8
+# Peak memory of a run (bytes), estimated from its spec alone so that a hopeless request is refused
+# before anything is allocated. Each term is a count of float64 arrays, measured with tracemalloc
+# on runs of every path (tests/test_reliability_iii.py checks that the estimate bounds the measured
+# peak); the counts carry a margin of about 1.5.
+_SAMPLE_ARRAYS = 12                 # x_in, x_out, logp_in, the sampler's states and its metric copies
+_FULL_ARRAYS = 24                   # (rows, d, d) derivative arrays alive in one chunk (full mode)
+_PERTURBED_DRAWS = 4096             # Perturbed's normalisation sample (targets.Perturbed)
+
+
+def _jacobian_of(spec):
+    """The Jacobian mode a run will use, from its spec alone (`jacobian_mode` without the target)."""
+    from . import products
+    if not {"tv", "kl"} & set(spec["metrics"]) and spec["mode"] == "fixed":
+        return "none"
+    if spec["jacobian"] != "auto":
+        return spec["jacobian"]
+    if spec["score_eps"]:
+        return "full"               # the error field's Jacobian is dense
+    if spec["target"] in products.NAMES:
+        return "diagonal"
+    return "full" if spec["target"] == "gmm-aniso" or spec["dim"] <= 4 else "structured"
+
+
+def _target_bytes(spec):
+    d = spec["dim"]
+    total = 64 * d * 8
+    if spec["target"] in ("gmm-aniso", "subspace-gmm"):     # M = 3 ambient d x d covariances, eigh work
+        total += 3 * d * d * 8 * 6
+    if spec["score_eps"]:                                   # Perturbed: A, R (d x width), its draws
+        width = max(d, 8)
+        total += (3 * d * width + 4 * _PERTURBED_DRAWS * max(d, width)) * 8
+    return total
 
 
 def memory_estimate(spec):
-    """Bytes a run needs at its peak, roughly: the target, the samples and their copies, one chunk
-    of derivatives (a full Jacobian carries d x d floats per sample), and exact W2's cost matrix."""
+    """Bytes a run needs at its peak, roughly: the target (and a score-error field), the samples
+    and their copies, one chunk of derivatives (a full Jacobian carries d x d floats per sample,
+    a chunk has `Sampler.chunk_rows` rows), and exact W2's cost matrix."""
     n, d = spec["n"], spec["dim"]
-    total = _target_bytes(spec["target"], d) + 8 * n * d * 8
-    if spec["jacobian"] in ("full", "auto") and {"tv", "kl"} & set(spec["metrics"]) or spec["mode"] == "minimal":
-        per = d * d * 8
-        if spec["jacobian"] == "full" or spec["target"] in ("gmm-aniso",):
-            total += max(16, 2 ** 18 // (d * (d + 1))) * per * 16
+    total = _target_bytes(spec) + _SAMPLE_ARRAYS * n * d * 8
+    if _jacobian_of(spec) == "full":
+        rows = min(n, S.Sampler.chunk_rows(d, "full"))
+        total += _FULL_ARRAYS * rows * d * d * 8
     if "w2" in spec["metrics"] and spec["w2_method"] == "exact":
         total += 3 * n * n * 8
     return total
@@ -224,7 +323,10 @@ def cost(spec):
         nfe = spec["nfe_budget"]
     else:
         steps = max(1, spec["max_steps"] // 4) if spec["mode"] == "minimal" else spec["steps"]
-        nfe = make_sampler(spec).nfe(steps)
+        try:
+            nfe = make_sampler(spec).nfe(steps)
+        except (Exception, SystemExit):     # noqa: BLE001 -- a user's sampler fails in its row, not while runs are ordered
+            nfe = steps
     return float(nfe) * spec["n"] * spec["dim"] * (spec["dim"] if spec["jacobian"] == "full" else 1)
 
 
@@ -265,10 +367,29 @@ def evaluate(spec):
             row.update(_minimal(spec, target, sampler, jac))
     except (S.NumericalError, FloatingPointError) as exc:
         row.update(status="failed", error=str(exc))
+    except SystemExit as exc:       # a user's sampler called sys.exit: its run failed, the sweep goes on
+        row.update(status="failed", error=f"the sampler called sys.exit({exc.code!r})")
     except Exception as exc:        # noqa: BLE001 -- any failure of one run is that run's row, not the sweep's
+        interrupt = _interruption(exc)
+        if interrupt is not None:   # a signal arrived inside a compiled kernel: the run was not computed
+            raise interrupt from None
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["wall_time"] = time.perf_counter() - t0
     return row
+
+
+def _interruption(exc):
+    """The KeyboardInterrupt (or other non-Exception, e.g. the CLI's SIGTERM) behind `exc`, if any.
+    A signal handler that raises while a Numba kernel runs surfaces as "SystemError: ... returned a
+    result with an exception set" with the interrupt as its cause: such a run was interrupted, not
+    failed, and must never become a cached failed row."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if not isinstance(exc, Exception):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 REL_RESOLUTION = 0.03

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import checks, schedules
 from .samplers import Sampler
-from .targets import LOG_2PI, Perturbed, Target
+from .targets import LOG_2PI, Perturbed
 
 __all__ = ["Result", "sample", "initial", "INITS"]
 
@@ -88,8 +88,7 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
     >>> r.x_out.shape, r.nfe
     ((100, 2), 140)
     """
-    if not isinstance(target, Target):
-        raise ValueError(f"target must be a Target, got {type(target).__name__}")
+    checks.target(target)
     if not isinstance(sampler, Sampler):
         raise ValueError(f"sampler must be a Sampler, got {type(sampler).__name__}")
     taus = schedules.validate(taus)

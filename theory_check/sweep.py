@@ -41,6 +41,7 @@ import math
 import multiprocessing
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
 
 __all__ = ["SweepError", "NUMERIC_MODULES", "source_hash", "code_fingerprint", "user_source_hash", "git_commit",
-           "load_study", "run_key", "write_atomic", "read_row", "locked", "run_study", "MAX_RUNS", "MAX_NAME"]
+           "load_study", "run_key", "write_atomic", "read_row", "locked", "run_study", "evaluate_on_worker", "MAX_RUNS", "MAX_NAME"]
 
 
 class SweepError(RuntimeError):
@@ -95,18 +96,63 @@ def source_hash():
     return h.hexdigest()[:16]
 
 
+def _user_files(module):
+    """The source files a user's module depends on: the module itself and every module it imports,
+    directly or through others, that lives under its import root (the folder holding its top-level
+    package or module), found statically by `modulefinder` without running any of them. Installed
+    packages (site-packages) and theory_check itself are left out: their versions are not the
+    user's edits. A module imported by a computed name (importlib.import_module(f"...")) cannot be
+    seen this way."""
+    import importlib.util
+    import modulefinder
+    top = module.partition(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.origin or not spec.has_location:
+        raise ImportError(f"no source for {module!r}")
+    top_path = pathlib.Path(spec.origin).resolve()
+    root = top_path.parent.parent if spec.submodule_search_locations else top_path.parent
+    finder = modulefinder.ModuleFinder(path=[str(root)])
+    finder.import_hook(module)
+    files = set()
+    for m in finder.modules.values():
+        f = getattr(m, "__file__", None)
+        if not f:
+            continue
+        p = pathlib.Path(f).resolve()
+        parts = set(p.parts)
+        if (p.is_relative_to(root) and not p.is_relative_to(PACKAGE_DIR)
+                and not parts & {"site-packages", "dist-packages"}):
+            files.add(p)
+    files.add(pathlib.Path(importlib.util.find_spec(module).origin).resolve())
+    return root, sorted(files)
+
+
 def user_source_hash(spec):
-    """For a user's sampler "package.module:attr", a hash of that module's source, so that an
-    edited module never reuses the rows of the old one ("" for built-in samplers)."""
+    """For a user's sampler "package.module:attr", a hash of the source of that module and of every
+    module under its import root that it imports (`_user_files`), so that an edited module or an
+    edited helper never reuses the rows of the old code ("" for built-in samplers).
+
+    Raises
+    ------
+    ValueError
+        When the module's sources cannot be found (a module without a file, e.g. built in C):
+        such a sampler's rows could not be told apart after an edit, so it is not cached.
+    """
     name = spec.get("sampler") or ""
     if ":" not in name:
         return ""
-    import importlib.util
+    module = name.partition(":")[0]
     try:
-        origin = importlib.util.find_spec(name.partition(":")[0]).origin
-        return hashlib.sha256(pathlib.Path(origin).read_bytes()).hexdigest()[:16]
-    except (ImportError, AttributeError, TypeError, ValueError, OSError):
-        return ""
+        root, files = _user_files(module)
+        h = hashlib.sha256()
+        for p in files:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    except (ImportError, AttributeError, TypeError, ValueError, OSError, SyntaxError) as exc:
+        raise ValueError(f"sampler {name!r}: the sources it depends on cannot be read ({type(exc).__name__}: {exc}), "
+                         "so its cached rows could not be told from an edited version's; run it with "
+                         "`theory-check sample` or from a module file") from None
+    return h.hexdigest()[:16]
 
 
 MAX_RUNS = 100_000          # a study's grids expand to at most this many runs
@@ -241,20 +287,97 @@ def write_atomic(path, data):
         raise
 
 
-def read_row(path, key=None):
-    """The stored row, or None when the file is missing, truncated, fails its checksum, or holds
-    another run's row (its run_key differs from `key`, e.g. a file copied under another name).
-    The checksum detects corruption, not forgery: anyone who can write the folder can write rows."""
+MAX_ROW_BYTES = 16 * 2 ** 20      # a row file is a few kB; anything larger is not one of ours
+
+
+def _parse_row(fd, key):
+    """The row in the open file `fd` (closed here), or None: not a regular file (a FIFO would
+    block a reader), larger than MAX_ROW_BYTES (a sparse 6 GiB file), not our JSON, a failed
+    checksum, another run's key, or a row without a status."""
     try:
-        path = pathlib.Path(path)
-        if path.is_symlink():
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ROW_BYTES:
             return None
-        doc = json.loads(path.read_text())
-        if doc.get("sha256") == _digest(doc["row"]) and (key is None or doc["row"].get("run_key") == key):
-            return doc["row"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            doc = json.loads(f.read(MAX_ROW_BYTES + 1))
+        row = doc["row"]
+        if (doc.get("sha256") == _digest(row) and isinstance(row, dict) and row.get("status") in ("ok", "failed")
+                and (key is None or row.get("run_key") == key)):
+            return row
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
+    finally:
+        os.close(fd)
     return None
+
+
+def _open_row(name, dir_fd=None):
+    """A read descriptor on a row file, never through a link and never blocking, or None."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def read_row(path, key=None):
+    """The stored row, or None when the file is missing, not a regular file, too large, truncated,
+    fails its checksum, holds another run's row (its run_key differs from `key`, e.g. a file copied
+    under another name) or has no status. The checksum detects corruption, not forgery: anyone who
+    can write the folder can write rows."""
+    fd = _open_row(path)
+    return None if fd is None else _parse_row(fd, key)
+
+
+class _RowsFolder:
+    """runs/<study>, opened once as a directory descriptor: every row is read and written relative
+    to it, so a folder swapped for a link (or moved away) while the sweep runs is never written
+    through; the swap is detected before each write and stops the sweep."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise SweepError(f"out: cannot open {self.path} as a folder ({exc.strerror or exc})") from None
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def close(self):
+        os.close(self.fd)
+
+    def check(self):
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+            same = stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == self.identity
+        except OSError:
+            same = False
+        if not same:
+            raise SweepError(f"out: {self.path} was replaced or moved while the sweep ran; nothing was written "
+                             "outside it; restore it (or use another --out) and rerun to resume")
+
+    def read(self, name, key):
+        fd = _open_row(name, self.fd)
+        return None if fd is None else _parse_row(fd, key)
+
+    def write(self, name, text):
+        """Atomic, as `write_atomic`: a fresh temporary name, fsync, rename, all inside the folder."""
+        self.check()
+        tmp = f".tmp-{os.getpid()}-{os.urandom(6).hex()}.json"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666 & ~_umask(), dir_fd=self.fd)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=self.fd)
+                raise
+        except OSError as exc:
+            raise SweepError(f"out: cannot write {self.path / name} ({exc.strerror or exc}); the sweep stopped, "
+                             "finished runs are kept and a rerun resumes") from None
 
 
 @contextlib.contextmanager
@@ -268,9 +391,14 @@ def locked(out):
         what = ("is a symbolic link" if lock.is_symlink() else "is a folder" if lock.is_dir()
                 else f"cannot be opened ({exc.strerror})")
         raise SweepError(f"out: the lock file {lock} {what}; remove it or use another --out") from None
+    # The folder itself is locked too: removing .lock while a sweep runs must not let a second
+    # sweep in (it would lock a fresh .lock file), and a folder cannot be removed while it has files.
+    dfd = None
     try:
+        dfd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(dfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise SweepError(f"another sweep is running on {out} (lock {lock}); wait for it or use another --out")
@@ -278,6 +406,8 @@ def locked(out):
         yield
     finally:
         os.close(fd)
+        if dfd is not None:
+            os.close(dfd)
 
 
 def _prepare_out(out, name=None):
@@ -359,10 +489,22 @@ def _compute(pending, jobs, executor, scheduler):
         except (OSError, TimeoutError, ValueError) as exc:
             raise SweepError(f"scheduler: cannot reach the Dask scheduler {scheduler!r} within {DASK_TIMEOUT} "
                              f"({type(exc).__name__})") from None
+        src = source_hash()
         with client:
-            futs = {client.submit(runs.evaluate, s, pure=False): k for k, s in pending}
-            for fut in as_completed(futs):
-                yield futs[fut], fut.result()
+            futs = {client.submit(evaluate_on_worker, s, pure=False): k for k, s in pending}
+            try:
+                for fut in as_completed(futs):
+                    worker_src, worker, row = fut.result()
+                    if worker_src != src:
+                        raise SweepError(f"worker {worker} runs other theory_check code (source hash {worker_src}, "
+                                         f"here {src}); its rows are refused: install the same version on every "
+                                         "worker and rerun")
+                    yield futs[fut], row
+            except SweepError:
+                raise
+            except Exception as exc:        # noqa: BLE001 -- distributed's faults: one line, the rows are kept
+                raise SweepError(f"the Dask cluster failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                 "finished runs are kept, rerun to resume") from None
         return
     if jobs == 1:
         for k, s in pending:
@@ -393,6 +535,17 @@ def _compute(pending, jobs, executor, scheduler):
                 p.terminate()
 
 
+def evaluate_on_worker(spec):
+    """(the worker's source_hash, its address, runs.evaluate(spec)): a Dask task that says which
+    code computed the row, so that the client refuses a worker whose theory_check differs."""
+    try:
+        from distributed import get_worker
+        where = get_worker().address
+    except (ImportError, ValueError):
+        where = f"pid {os.getpid()}"
+    return source_hash(), where, runs.evaluate(spec)
+
+
 def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=False, progress=True):
     """Run every pending spec of a study, then write <out>/<name>.csv. Returns the DataFrame."""
     if executor not in ("local", "dask"):
@@ -410,24 +563,41 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
     src, commit = source_hash(), git_commit()
     keys = [run_key(s, src) for s in specs]
     with locked(out):
-        for tmp in rundir.glob(".tmp-*"):
-            if tmp.is_file() or tmp.is_symlink():
-                tmp.unlink()           # left by a killed sweep: never renamed, so never a row
-        pending = [(k, s) for k, s in zip(keys, specs) if read_row(rundir / f"{k}.json", k) is None]
-        bar = _progress(len(specs), len(specs) - len(pending), name, progress)
-        failed = 0
+        folder = _RowsFolder(rundir)
         try:
-            for k, row in _compute(pending, jobs, executor, scheduler):
-                row = dict(row, study=name, run_key=k, config_hash=cfg_hash, version=__version__,
-                           source_hash=src, git_commit=commit, quick=bool(quick))
-                _write(rundir / f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
-                failed += row["status"] != "ok"
-                bar.update(1)
-                bar.set_postfix(failed=failed, remaining=bar.total - bar.n)
+            for tmp in rundir.glob(".tmp-*"):
+                if tmp.is_file() or tmp.is_symlink():
+                    tmp.unlink()           # left by a killed sweep: never renamed, so never a row
+            by_key = dict(zip(keys, specs))
+            rows = {k: folder.read(f"{k}.json", k) for k in keys}
+            bar = _progress(len(specs), sum(r is not None for r in rows.values()), name, progress)
+            failed = 0
+            try:
+                # a row file removed while the sweep ran is recomputed once; gone again, the sweep stops
+                for attempt in range(2):
+                    pending = [(k, by_key[k]) for k in keys if rows[k] is None]
+                    if not pending:
+                        break
+                    if attempt:
+                        bar.total += len(pending)
+                    for k, row in _compute(pending, jobs, executor, scheduler):
+                        row = dict(row, study=name, run_key=k, config_hash=cfg_hash, version=__version__,
+                                   source_hash=src, git_commit=commit, quick=bool(quick))
+                        folder.write(f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
+                        failed += row["status"] != "ok"
+                        bar.update(1)
+                        bar.set_postfix(failed=failed, remaining=bar.total - bar.n)
+                    folder.check()
+                    rows = {k: folder.read(f"{k}.json", k) for k in keys}
+            finally:
+                bar.close()
         finally:
-            bar.close()
-        rows = [read_row(rundir / f"{k}.json", k) for k in keys]
-        df = pd.DataFrame(rows)
+            folder.close()
+        lost = [k for k in keys if rows[k] is None]
+        if lost:
+            raise SweepError(f"out: {len(lost)} row file(s) in {rundir} vanished while the sweep ran (e.g. {lost[0]}.json); "
+                             "rerun to recompute them")
+        df = pd.DataFrame([rows[k] for k in keys])
         _write(out / f"{name}.csv", df.to_csv(index=False))
     return df
 

@@ -78,16 +78,31 @@ def canonical(name):
     return key
 
 
+def _search_working_directory():
+    """Put the working directory on the import path, after the installed packages, as the place
+    where a user's "module:attr" is found (like `python -m`). Only when a module is named: a
+    tqdm.py or ot.py lying in the working directory never shadows an installed package."""
+    import os
+    import sys
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def load(name):
     """Import "package.module:attr" and return the attribute, accepted only when it is a `Sampler`
     subclass or a plain Python function (checked before anything is called)."""
     module, _, attr = name.partition(":")
     if not module or not attr:
         raise ValueError(f"sampler {name!r} must read 'package.module:attr'")
+    _search_working_directory()
     try:
         mod = importlib.import_module(module)
-    except Exception as exc:        # noqa: BLE001 -- any import failure is the user's module's
-        raise ValueError(f"sampler {name!r}: cannot import module {module!r} ({type(exc).__name__}: {exc})") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:    # noqa: BLE001 -- any import failure (SystemExit too) is the user's module's
+        what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"sampler {name!r}: cannot import module {module!r} ({what})") from None
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):

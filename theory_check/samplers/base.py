@@ -406,10 +406,12 @@ class Sampler:
         NumericalError
             Non-finite values, or a map that folded (det <= 0), with the step and tau.
         """
+        checks.target(target)
         taus = schedules.validate(taus)
         x = checks.batch(x, target.dim)
         if not self.deterministic and jacobian != "none":
-            raise ValueError(f"jacobian must be 'none' for the stochastic sampler {self!r}")
+            raise ValueError(f"jacobian must be 'none' for the stochastic sampler {self!r}: it has no "
+                             "log-determinant, so TV and KL cannot be computed (use metrics w2 or coupling)")
         if not (x.flags.writeable and x.flags.c_contiguous):
             x = np.array(x, order="C")      # read-only input (np.load mmap_mode='r'): kernels take writable arrays
         n, d = x.shape
@@ -422,6 +424,11 @@ class Sampler:
                 tan = Tangent(jacobian, target, x[a:a + rows])
                 out = x_out[a:a + rows]
                 steps = self.integrate(target, taus, x[a:a + rows], tan.identity(), tan, out)
+                if steps is None or not hasattr(steps, "__next__"):
+                    raise TypeError(f"{type(self).__name__}.integrate() must be a generator that yields "
+                                    "(tau_hi, tau_lo, x, Dx) after each step; it returned "
+                                    f"{type(steps).__name__}")
+                xc = None
                 # after a failure, a later chunk matters only if it fails at an earlier step
                 for i, (tau_hi, tau_lo, xc, D) in enumerate(itertools.islice(steps, first and first[0])):
                     error, ld = self._check(tan, a, i, tau_hi, tau_lo, xc, D, taus)
@@ -429,6 +436,9 @@ class Sampler:
                         first = (i, error)
                         break
                 else:
+                    if xc is None and first is None:
+                        raise TypeError(f"{type(self).__name__}.integrate() yielded no step; it must yield "
+                                        "(tau_hi, tau_lo, x, Dx) after each of the schedule's steps")
                     if first is None:
                         if xc is not out:
                             if rows >= n:

@@ -88,17 +88,25 @@ class TangentArray(np.lib.mixins.NDArrayOperatorsMixin):
         if ufunc is np.positive:
             return inputs[0]
         raise DifferentiationError(f"from_function: cannot differentiate {name}; the tangent arrays support "
-                                   "+, -, * and / by scalars and model calls (use jacobian='none' for anything else)")
+                                   "+, -, * and / by scalars and model calls (anything else runs only with jacobian='none', i.e. metrics coupling or w2)")
 
     def __array_function__(self, func, types, args, kwargs):
         raise DifferentiationError(f"from_function: cannot differentiate numpy.{func.__name__} "
-                                   "(use jacobian='none' for anything beyond +, -, * and / by scalars)")
+                                   "(anything beyond +, -, * and / by scalars runs only with jacobian='none', i.e. metrics coupling or w2)")
 
     def __array__(self, dtype=None, copy=None):
         raise DifferentiationError("from_function: converting a state to a plain array would drop its derivative")
 
     def __getitem__(self, item):
         raise DifferentiationError("from_function: cannot differentiate indexing of a state")
+
+    def __getattr__(self, name):
+        # x.T, x.mean(), x.reshape(...): anything but the arithmetic above loses the derivative
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise DifferentiationError(f"from_function: cannot differentiate the state's .{name} (the tangent arrays "
+                                   "support +, -, * and / by scalars and model calls; anything else runs only "
+                                   "with jacobian='none', i.e. metrics coupling or w2)")
 
     def __repr__(self):
         return f"TangentArray(shape={self.value.shape})"
@@ -115,6 +123,12 @@ class FunctionSampler(Sampler):
             raise ValueError(f"fn must be callable, got {type(fn).__name__}")
         self.fn, self.kwargs = fn, kwargs
         self.name = name or getattr(fn, "__qualname__", repr(fn))
+        try:            # a parameter the function does not take fails here, before any run
+            inspect.signature(fn).bind(None, None, None, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"sampler_args: {self.name} does not take {sorted(kwargs)} ({exc})") from None
+        except ValueError:          # no signature to read (a builtin): the call itself will tell
+            pass
 
     @functools.lru_cache(maxsize=256)
     def nfe(self, steps):
@@ -131,6 +145,8 @@ class FunctionSampler(Sampler):
         tracked = tan.mode != "none"
 
         def model(z, sigma):
+            if isinstance(sigma, (bool, np.bool_)):
+                raise ValueError(f"model: sigma must be a number (one noise level for the batch), got {sigma!r}")
             sig = _scalar(sigma)
             if sig is None:
                 arr = np.asarray(sigma, float)
@@ -143,13 +159,19 @@ class FunctionSampler(Sampler):
             if not 0.0 < tau < 1.0:
                 raise ValueError(f"model: sigma {sig!r} is outside the noise levels a float64 tau in (0, 1) can represent")
             a = a_of(tau)
+            if isinstance(z, TangentArray) and z.value.shape != x.shape:
+                raise ValueError(f"model: x must have the batch's shape {x.shape}, got {z.value.shape}")
             if isinstance(z, TangentArray):
                 Dd, dD = tan.data(a * z.value, tau, tan.lin([a], [z.D]))
                 return TangentArray(Dd, dD, tan)
             if tracked:
                 raise DifferentiationError("from_function: the model was called on a plain array, not on a state "
                                            "derived from x: its derivative is unknown")
-            return tan.data(a * np.asarray(z, float), tau, None)[0]
+            z = np.asarray(z)
+            if z.shape != x.shape or not np.isrealobj(z) or not np.issubdtype(z.dtype, np.number) or z.dtype == bool:
+                raise ValueError(f"model: x must be the batch's real array of shape {x.shape} (n samples, d "
+                                 f"coordinates), got {z.dtype} of shape {z.shape}")
+            return tan.data(a * z.astype(float), tau, None)[0]
 
         z0 = x / a0
         z = TangentArray(z0, tan.lin([1.0 / a0], [Dx]), tan) if tracked else z0
@@ -160,7 +182,11 @@ class FunctionSampler(Sampler):
             raise DifferentiationError("from_function: the function returned a plain array; return the state "
                                        "(the derivative of a constant map is singular)")
         else:
-            value, D = np.asarray(res, float), None
+            res = np.asarray(res)
+            if not np.isrealobj(res) or not np.issubdtype(res.dtype, np.number):
+                raise ValueError(f"from_function: the function returned {res.dtype} values; it must return the "
+                                 "final state as real numbers")
+            value, D = res.astype(float), None
         if value.shape != x.shape:
             raise NumericalError(len(taus) - 2, taus[0], taus[-1],
                                  f"the function returned shape {value.shape}, expected {x.shape}")

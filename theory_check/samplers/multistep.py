@@ -43,6 +43,7 @@ class DPMSolverPP(Sampler):
     multistep = True
 
     def __init__(self, order=2, warmup="lower", coefficient="released"):
+        order = checks.integer(order, "order")
         if order not in (2, 3):
             raise ValueError(f"order must be 2 or 3, got {order!r}")
         if warmup not in ("lower", "2s"):
@@ -173,12 +174,14 @@ class UniPC(Sampler):
     multistep = True
 
     def __init__(self, order=3, variant="bh2", corrector=True, lower_order_final=False):
+        order = checks.integer(order, "order")
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
         if variant not in ("bh1", "bh2"):
             raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
         self.order, self.variant = order, variant
-        self.corrector, self.lower_order_final = bool(corrector), bool(lower_order_final)
+        self.corrector = checks.boolean(corrector, "corrector")
+        self.lower_order_final = checks.boolean(lower_order_final, "lower_order_final")
 
     def nfe(self, steps):
         return steps
@@ -297,6 +300,7 @@ class DEIS(Sampler):
     multistep = True
 
     def __init__(self, order=3, basis="log-rho"):
+        order = checks.integer(order, "order")
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
         if basis not in ("log-rho", "tau", "rho"):
