@@ -271,7 +271,13 @@ class _Terminated(BaseException):
 
 
 def _on_sigterm(signum, frame):
+    runs.SIGNALLED.append(_Terminated)
     raise _Terminated()
+
+
+def _on_sigint(signum, frame):
+    runs.SIGNALLED.append(KeyboardInterrupt)
+    raise KeyboardInterrupt()
 
 
 def main(argv=None):
@@ -282,9 +288,11 @@ def main(argv=None):
     tune_process()
     import signal
     import threading
-    previous = None
+    previous = previous_int = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:     # an ignored SIGINT stays ignored
+            previous_int = signal.signal(signal.SIGINT, _on_sigint)
     try:
         return COMMANDS[args.cmd](args) or 0
     except (ValueError, SweepError) as exc:
@@ -301,8 +309,11 @@ def main(argv=None):
         print(f"theory-check {args.cmd}: terminated; rerun to resume", file=sys.stderr)
         return 143
     finally:
-        if previous is not None:        # main() called from Python leaves the caller's handler in place
+        if previous is not None:        # main() called from Python leaves the caller's handlers in place
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+        runs.SIGNALLED.clear()
 
 
 if __name__ == "__main__":

@@ -374,8 +374,17 @@ def evaluate(spec):
         if interrupt is not None:   # a signal arrived inside a compiled kernel: the run was not computed
             raise interrupt from None
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    if SIGNALLED:
+        raise SIGNALLED[-1]()
     row["wall_time"] = time.perf_counter() - t0
     return row
+
+
+# Signals the CLI's handlers saw (their exception classes). A handler runs between bytecodes, and
+# when that is inside Numba's dispatcher the exception it raises can be cleared there (argument
+# typing falls back and clears errors), so the signal would be lost and the run would end normally:
+# `evaluate` re-raises a recorded signal when its run returns.
+SIGNALLED = []
 
 
 def _interruption(exc):
