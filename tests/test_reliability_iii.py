@@ -548,3 +548,76 @@ def test_plot_of_a_dimension_study_with_k_log(tmp_path, capsys):
 def test_the_paper_schedule_names_steps():
     with pytest.raises(ValueError, match="steps"):
         runs.normalise(dict(schedule="paper", steps=2_000_000))
+
+
+# -- 10. faults of a run in progress: signals with --jobs 1, a Dask scheduler that dies ----------------------
+
+FAST = ("[study]\nname = 'fast'\n[defaults]\ntarget = 'gmm-aniso'\ndim = 4\nn = 1000\n"
+        "[[grid]]\nK = [3]\nsteps = [30, 31, 32, 33, 34, 35]\n")
+
+
+def _rows(rundir):
+    return [sweep.read_row(p) for p in sorted(rundir.glob("*.json"))]
+
+
+def test_ctrl_c_with_one_job_caches_no_failed_row_and_resumes_exactly(tmp_path):
+    # SIGINT with --jobs 1 turned the interrupted run into a cached failed row ("SystemError:
+    # CPUDispatcher(...) returned a result with an exception set") and the sweep exited 0.
+    study = tmp_path / "fast.toml"
+    study.write_text(FAST)
+    rundir = tmp_path / "o" / "runs" / "fast"
+    proc = subprocess.Popen([sys.executable, "-m", "theory_check.cli", "run", str(study), "--out", str(tmp_path / "o"),
+                             "--jobs", "1", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(rundir.glob("*.json"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["theory-check run: interrupted; rerun to resume"], err
+    kept = _rows(rundir)
+    assert 0 < len(kept) < 6 and all(r["status"] == "ok" for r in kept)
+    resumed = sweep.run_study(study, tmp_path / "o", jobs=1, progress=False)
+    fresh = sweep.run_study(study, tmp_path / "ref", jobs=1, progress=False)
+    cols = ["run_key", "tv", "tv_se", "kl", "kl_se", "nfe"]
+    assert (resumed.status == "ok").all()
+    assert resumed.sort_values("run_key")[cols].reset_index(drop=True).equals(
+        fresh.sort_values("run_key")[cols].reset_index(drop=True))
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dask_scheduler_killed_mid_run_is_one_line(tmp_path):
+    # was 53 lines of distributed's log ending "Client lost the connection", rc 1
+    pytest.importorskip("distributed", reason="the [dask] extra is not installed")
+    study = tmp_path / "fast.toml"
+    study.write_text(FAST.replace("n = 1000", "n = 20000"))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                              address.rsplit(":", 1)[1], "--no-dashboard"], **quiet)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-dashboard"], **quiet)
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "theory_check.cli", "run", str(study), "--out", str(tmp_path / "o"),
+                                "--executor", "dask", "--scheduler", address, "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rundir = tmp_path / "o" / "runs" / "fast"
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(rundir.glob("*.json")) and run.poll() is None:
+            time.sleep(0.05)
+        sched.kill()
+        out, err = run.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1, err[-2000:]
+        assert "the Dask cluster failed" in lines[0] and "rerun to resume" in lines[0], lines
+        assert all(r["status"] == "ok" for r in _rows(rundir))
+    finally:
+        for p in (sched, worker):
+            p.kill()
+            p.wait()

@@ -539,8 +539,7 @@ def _rademacher1(x, b, tau, want_logq):
         lq = -(u * u) / (2.0 * tau) + np.log1p(e) - np.log(2.0) - 0.5 * np.log(2.0 * np.pi * tau)
     sgn = -1.0 if x < 0.0 else 1.0
     sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e))
-    s = sgn * (-u - 2.0 * b * e / (1.0 + e)) / tau if ax > 0.0 else 0.0      # +0 at x = 0 (odd function)
-    return lq, s, (b / tau) ** 2 * sech2 - 1.0 / tau
+    return lq, sgn * (-u - 2.0 * b * e / (1.0 + e)) / tau, (b / tau) ** 2 * sech2 - 1.0 / tau
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")

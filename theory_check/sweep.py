@@ -37,6 +37,7 @@ import fcntl
 import hashlib
 import itertools
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -490,7 +491,14 @@ def _compute(pending, jobs, executor, scheduler):
             raise SweepError(f"scheduler: cannot reach the Dask scheduler {scheduler!r} within {DASK_TIMEOUT} "
                              f"({type(exc).__name__})") from None
         src = source_hash()
-        with client:
+        # distributed logs every lost connection at length on stderr; the sweep's one line says it
+        quiet = contextlib.ExitStack()
+        names = [n for n in logging.root.manager.loggerDict if n.partition(".")[0] in ("distributed", "tornado")]
+        for name in names:          # distributed configures levels on its child loggers too
+            logger = logging.getLogger(name)
+            quiet.callback(logger.setLevel, logger.level)
+            logger.setLevel(logging.CRITICAL + 1)
+        with quiet, client:             # quiet until the client has closed
             futs = {client.submit(evaluate_on_worker, s, pure=False): k for k, s in pending}
             try:
                 for fut in as_completed(futs):
