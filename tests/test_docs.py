@@ -8,7 +8,9 @@ import pytest
 MODULES = ["theory_check.samplers", "theory_check.samplers.base", "theory_check.samplers.functional",
            "theory_check.samplers.heroism", "theory_check.samplers.multistep", "theory_check.targets",
            "theory_check.sampling", "theory_check.metrics", "theory_check.schedules", "theory_check.checks",
-           "theory_check.fits", "theory_check.runs", "theory_check.kernels", "theory_check.products"]
+           "theory_check.fits", "theory_check.runs", "theory_check.kernels",
+           "theory_check.targets.base", "theory_check.targets.mixtures", "theory_check.targets.manifolds",
+           "theory_check.targets.sphere", "theory_check.targets.errors", "theory_check.targets.products"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from theory_check import kernels, products, runs, samplers as S, schedules, targets
-from theory_check.products import Mixture1D, Product, Rademacher, Uniform
+from theory_check import kernels, runs, samplers as S, schedules, targets
+from theory_check.targets import products
+from theory_check.targets.products import Mixture1D, Product, Rademacher, Uniform
 
 FAMILIES = products.NAMES
 LAWS = [Uniform(1.0), Uniform(0.3), Rademacher(1.0), Rademacher(2.5),

@@ -15,7 +15,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from theory_check import cli, metrics, products, runs, sample, schedules, sweep, targets
+from theory_check import cli, metrics, runs, sample, schedules, sweep, targets
+from theory_check.targets import products
 from theory_check import samplers as S
 
 

@@ -151,7 +151,7 @@ def _check_args(out):
     if own:
         raise ValueError(f"sampler_args: {own[0]} is a run parameter of {out['sampler']}: set {own[0]} = "
                          f"{out['sampler_args'][own[0]]!r} beside sampler, not in sampler_args (the row records it)")
-    from . import products
+    from .targets import products
     name, args = out["target"], out["target_args"]
     allowed = products.PARAMS.get(name, ())
     for k in args:
@@ -215,7 +215,7 @@ _PERTURBED_DRAWS = 4096             # Perturbed's normalisation sample (targets.
 
 def _jacobian_of(spec):
     """The Jacobian mode a run will use, from its spec alone (`jacobian_mode` without the target)."""
-    from . import products
+    from .targets import products
     if not {"tv", "kl"} & set(spec["metrics"]) and spec["mode"] == "fixed":
         return "none"
     if spec["jacobian"] != "auto":

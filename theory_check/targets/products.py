@@ -27,8 +27,8 @@ Example
 
 import numpy as np
 
-from . import checks, kernels
-from .targets import Target
+from .. import checks, kernels
+from .base import Target
 
 __all__ = ["Uniform", "Rademacher", "Mixture1D", "Product", "NAMES", "make"]
 
