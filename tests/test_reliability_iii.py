@@ -622,3 +622,48 @@ def test_a_dask_scheduler_killed_mid_run_is_one_line(tmp_path):
         for p in (sched, worker):
             p.kill()
             p.wait()
+
+
+def test_a_worker_killed_repeatedly_is_one_line(tmp_path):
+    # a run that kills its worker every time ended in a KilledWorker traceback
+    pytest.importorskip("distributed", reason="the [dask] extra is not installed")
+    (tmp_path / "udie.py").write_text("import os\n\ndef dies(model, x, sigmas):\n    os._exit(1)\n")
+    study = tmp_path / "k.toml"
+    study.write_text("[study]\nname = 'k'\n[defaults]\nsampler = 'udie:dies'\nn = 20\nmetrics = ['coupling']\n"
+                     "[[grid]]\nsteps = [2]\n")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                              address.rsplit(":", 1)[1], "--no-dashboard"], **quiet,
+                             env=dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0"))
+    # the scheduler gives up on a task after allowed-failures + 1 worker deaths (default 3; here 0, so
+    # one death, to keep the test short: the nanny restarts the worker each time)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-dashboard"], **quiet)
+    try:
+        done = subprocess.run([sys.executable, "-m", "theory_check.cli", "run", str(study), "--out", str(tmp_path / "o"),
+                               "--executor", "dask", "--scheduler", address, "--no-progress"],
+                              capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+        assert "KilledWorker" in lines[0] and "rerun to resume" in lines[0], lines
+    finally:
+        for p in (sched, worker):
+            p.kill()
+            p.wait()
+
+
+# -- 11. messages instead of tracebacks (issue 22's list, the parts on this code path) -------------------
+
+def test_a_word_for_k_is_one_line(tmp_path, capsys):
+    # K = "three" in a study was "TypeError ... parse_N"
+    study = tmp_path / "k.toml"
+    study.write_text("[study]\nname = 'k'\n[[grid]]\nK = ['three']\n")
+    _one_line(*_cli(capsys, "run", str(study), "--out", str(tmp_path / "o")), match="K must be a positive integer or 'log'")
+
+
+def test_dask_without_the_extra_is_one_line(tmp_path, small, capsys, monkeypatch):
+    # was "ModuleNotFoundError: No module named 'distributed'"
+    monkeypatch.setitem(sys.modules, "distributed", None)          # what a missing package looks like to import
+    _one_line(*_cli(capsys, "run", str(small), "--out", str(tmp_path / "o"), "--executor", "dask",
+                    "--scheduler", "tcp://127.0.0.1:9"), match="pip install 'theory-check[dask]'")

@@ -75,7 +75,7 @@ def test_jobs_and_dask_give_identical_numbers(study, tmp_path):
     for name, jobs in (("one", 1), ("two", 2)):
         sweep.run_study(study, tmp_path / name, jobs=jobs, progress=False)
     pd.testing.assert_frame_equal(_numbers(tmp_path / "one"), _numbers(tmp_path / "two"))
-    from distributed import LocalCluster
+    LocalCluster = pytest.importorskip("distributed", reason="the [dask] extra is not installed").LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         sweep.run_study(study, tmp_path / "dask", executor="dask", scheduler=cluster.scheduler_address,
                         progress=False)

@@ -484,7 +484,10 @@ def _child_environment(env):
 def _compute(pending, jobs, executor, scheduler):
     """Yield (key, row) as the runs of `pending` [(key, spec), ...] finish."""
     if executor == "dask":
-        from distributed import Client, as_completed
+        try:
+            from distributed import Client, as_completed
+        except ImportError:
+            raise SweepError("executor: 'dask' needs the dask extra (pip install 'theory-check[dask]')") from None
         try:
             client = Client(scheduler, timeout=DASK_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:

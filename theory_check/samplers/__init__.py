@@ -156,6 +156,8 @@ def parse_N(N, K):
     >>> parse_N("K-1", 4), parse_N("paper", 4)
     (3, 'paper')
     """
+    if K != "log" and (isinstance(K, (bool, np.bool_)) or not isinstance(K, (int, np.integer))):
+        raise ValueError(f"K must be a positive integer or 'log', got {K!r}")
     if isinstance(N, (int, np.integer)) and not isinstance(N, bool) or N == "paper" or N is None:
         return N
     if isinstance(N, str):
