@@ -64,7 +64,8 @@ def _cmd_sample(a):
     spec = dict(target=a.target, dim=a.dim, target_seed=a.target_seed, sampler=a.sampler,
                 sampler_args=dict(a.sampler_arg or []), target_args=dict(a.target_arg or []), K=a.K, N=a.N, nodes=a.nodes, sweep=a.sweep, steps=a.steps,
                 n=a.samples, seed=a.seed, init=a.init, schedule=a.schedule, tau_min=a.tau_min, tau_max=a.tau_max,
-                metrics=mets, w2_method=a.w2_method, score_eps=a.score_eps, jacobian=a.jacobian)
+                metrics=mets, w2_method=a.w2_method, score_eps=a.score_eps, score_field=a.score_field,
+                score_omega=a.score_omega, score_levels=a.score_levels, jacobian=a.jacobian)
     if samplers.canonical(a.sampler) != "heroism":
         given = [f"--{k}" for k in ("K", "N", "nodes", "sweep") if getattr(a, k) is not None]
         if given:
@@ -242,7 +243,12 @@ def parser():
                    help="derivative mode for TV and KL (auto: diagonal for product targets, structured where "
                         "the target allows it, else full)")
     s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"], help="W2 estimator (POT)")
-    s.add_argument("--score-eps", type=float, default=0.0, help="size of the smooth score error (0: exact score)")
+    s.add_argument("--score-eps", type=float, default=0.0, help="size of the score error (0: exact score)")
+    s.add_argument("--score-field", default="smooth", choices=list(targets.FIELDS),
+                   help="the score error's field: smooth (tanh features), fourier (rough in x), quantised (rough in tau)")
+    s.add_argument("--score-omega", type=float, default=1.0, help="fourier: frequency omega of the features")
+    s.add_argument("--score-levels", type=_positive_int("score-levels"), default=1000,
+                   help="quantised: training levels M (of DDPM's 1000 timesteps)")
     s.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
 
     b = sub.add_parser("bench", help="benchmarks: ratios measured in one run (from the repository root)", **fmt)

@@ -7,7 +7,9 @@ sampler is recorded in the row (status "failed", the reason) rather than raised.
 Spec keys (defaults in DEFAULTS):
     target, dim, target_seed        the benchmark instance (targets.make)
     target_args                     the product families' shape parameters (a table: scale, width)
-    score_eps                       > 0 wraps the target in Perturbed(score_eps, seed=target_seed)
+    score_eps, score_field          a score-error field on the target (targets.errors): "smooth" (Perturbed)
+                                    and "fourier" of size score_eps > 0 (fourier: frequency score_omega;
+                                    separable on the products), "quantised" at score_levels training levels
     sampler, sampler_args           the sampler (samplers.make): a built-in name or alias, or
                                     "package.module:attr"; sampler_args its parameters (a table)
     K, N, nodes, sweep              HEROISM's parameters (K may be "log"; N "K", "K-1", "2K", "paper")
@@ -35,7 +37,8 @@ from .sampling import INITS, sample
 __all__ = ["DEFAULTS", "METRICS", "SCHEDULES", "normalise", "build", "make_sampler", "schedule", "evaluate", "cost",
            "memory_estimate", "available_memory", "check_memory"]
 
-DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, target_args={}, score_eps=0.0,
+DEFAULTS = dict(target="gmm-aniso", dim=4, target_seed=0, target_args={}, score_eps=0.0, score_field="smooth",
+                score_omega=1.0, score_levels=1000,
                 sampler="heroism", sampler_args={}, K=3, N="K", nodes="equispaced", sweep="jacobi",
                 schedule="log_snr", steps=16, tau_min=1e-3, tau_max=1 - 1e-3, nfe_budget=None,
                 n=2000, seed=0, init="exact", metrics=["tv", "kl"], jacobian="auto",
@@ -126,10 +129,10 @@ def _check_modes(out, target, sampler):
             raise ValueError(f"n must be >= 2 for {what} (a standard error needs two samples), got {out['n']}")
     if out["jacobian"] == "structured" and target.active_basis is None:
         raise ValueError(f"jacobian: 'structured' needs a target with an active basis and {out['target']}"
-                         f"{' with score_eps' if out['score_eps'] else ''} has none; use 'full' or 'auto'")
+                         f"{' with a score error' if out['score_field'] else ''} has none; use 'full' or 'auto'")
     if out["jacobian"] == "diagonal" and not getattr(target, "diagonal", False):
         raise ValueError(f"jacobian: 'diagonal' needs a product target (rademacher-cube, uniform-cube, product-gmm) "
-                         f"and {out['target']}{' with score_eps' if out['score_eps'] else ''} is not one; use 'full' or 'auto'")
+                         f"and {out['target']}{' with a score error' if out['score_field'] else ''} is not one; use 'full' or 'auto'")
 
 
 def _canonical_number(v):
@@ -183,6 +186,7 @@ def _validate_values(out):
     if out["nfe_budget"] is not None:
         out["nfe_budget"] = checks.integer(out["nfe_budget"], "nfe_budget", minimum=1)
     out["score_eps"] = checks.positive(out["score_eps"], "score_eps", allow_zero=True)
+    _validate_field(out)
     out["tau_min"], out["tau_max"] = checks.tau(out["tau_min"], "tau_min"), checks.tau(out["tau_max"], "tau_max")
     if not out["tau_min"] < out["tau_max"]:
         raise ValueError(f"tau_min must be < tau_max, got {out['tau_min']} >= {out['tau_max']}")
@@ -204,6 +208,24 @@ def _validate_values(out):
         raise ValueError("nfe_budget applies to mode = 'fixed' only")
 
 
+def _validate_field(out):
+    """The score-error field's parameters; those of an inactive field are None (one run, one key)."""
+    field = out["score_field"]
+    if field not in targets.FIELDS:
+        raise ValueError(f"score_field must be one of {targets.FIELDS}, got {checks.show(field)}")
+    if field == "quantised" and out["score_eps"]:
+        raise ValueError("score_eps must be 0 with score_field = 'quantised': its error is set by score_levels")
+    active = field == "quantised" or out["score_eps"] > 0
+    out["score_field"] = field if active else None
+    out["score_omega"] = checks.positive(out["score_omega"], "score_omega") if active and field == "fourier" else None
+    if active and field == "quantised":
+        out["score_levels"] = checks.integer(out["score_levels"], "score_levels", minimum=1)
+        if out["score_levels"] > 1000:
+            raise ValueError(f"score_levels must be <= 1000 (the timesteps of DDPM's grid), got {out['score_levels']}")
+    else:
+        out["score_levels"] = None
+
+
 # Peak memory of a run (bytes), estimated from its spec alone so that a hopeless request is refused
 # before anything is allocated. Each term is a count of float64 arrays, measured with tracemalloc
 # on runs of every path (tests/test_reliability_iii.py checks that the estimate bounds the measured
@@ -220,8 +242,9 @@ def _jacobian_of(spec):
         return "none"
     if spec["jacobian"] != "auto":
         return spec["jacobian"]
-    if spec["score_eps"]:
-        return "full"               # the error field's Jacobian is dense
+    field = spec.get("score_field")
+    if field in ("smooth", "fourier") and not (field == "fourier" and spec["target"] in products.NAMES):
+        return "full"               # the error field's Jacobian is dense (fourier is separable on the products)
     if spec["target"] in products.NAMES:
         return "diagonal"
     return "full" if spec["target"] == "gmm-aniso" or spec["dim"] <= 4 else "structured"
@@ -232,9 +255,12 @@ def _target_bytes(spec):
     total = 64 * d * 8
     if spec["target"] in ("gmm-aniso", "subspace-gmm"):     # M = 3 ambient d x d covariances, eigh work
         total += 3 * d * d * 8 * 6
-    if spec["score_eps"]:                                   # Perturbed: A, R (d x width), its draws
+    field = spec.get("score_field")
+    if field == "smooth":                                   # Perturbed: A, R (d x width), its draws
         width = max(d, 8)
         total += (3 * d * width + 4 * _PERTURBED_DRAWS * max(d, width)) * 8
+    elif field == "fourier":                                # features (m = 64, or 16 per coordinate)
+        total += (4 * _PERTURBED_DRAWS * d + 6 * 256 * d * 64 + 4 * spec["n"] * d * 16) * 8
     return total
 
 
@@ -276,10 +302,16 @@ def check_memory(spec):
 
 def build(spec):
     """(target, sampler) for a normalised spec: `targets.make` (wrapped in `targets.Perturbed`
-    when score_eps > 0) and `make_sampler`."""
+    when score_eps > 0, or another field of targets.errors) and `make_sampler`."""
     target = targets.make(spec["target"], spec["dim"], spec["target_seed"], **spec["target_args"])
-    if spec["score_eps"]:
+    field = spec.get("score_field")
+    if field == "smooth":
         target = targets.Perturbed(target, spec["score_eps"], seed=spec["target_seed"])
+    elif field == "fourier":
+        target = targets.FourierError(target, spec["score_eps"], omega=spec["score_omega"], seed=spec["target_seed"],
+                                      separable=target.diagonal)
+    elif field == "quantised":
+        target = targets.QuantisedError(target, spec["score_levels"])
     return target, make_sampler(spec)
 
 
@@ -344,7 +376,7 @@ def _one(spec, target, sampler, steps, jac):
     if "w2" in spec["metrics"]:
         row["w2"], row["w2_floor"] = M.w2_report(target, r, spec["w2_method"], seed=spec["seed"])
     if r.score_error is not None:
-        row["score_err"], row["jac_err"] = r.score_error
+        row["score_err"], row["jac_err"], row["jac_err_op"] = r.score_error
     return row
 
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from . import checks, schedules
 from .samplers import Sampler
-from .targets import LOG_2PI, Perturbed
+from .targets import LOG_2PI
+from .targets.errors import ScoreError
 
 __all__ = ["Result", "sample", "initial", "INITS"]
 
@@ -27,7 +28,7 @@ class Result:
     seed: int
     sampler: str
     wall_time: float
-    score_error: tuple | None = field(default=None)   # (E|s_hat - s|^2, E|grad error|_F^2), Perturbed only
+    score_error: tuple | None = field(default=None)   # (eps_s^2, eps_J,F^2, eps_J,2^2): error fields only
 
 
 def initial(target, tau, n, init, rng):
@@ -101,7 +102,7 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
         x_in, logp_in = initial(target, taus[0], n, init, rng)
     except NotImplementedError as exc:
         raise ValueError(f"init={init!r}: {exc}") from None
-    if isinstance(target, Perturbed):
+    if isinstance(target, ScoreError):
         target.records.clear()
     t0 = time.perf_counter()
     try:
@@ -109,5 +110,5 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
     except NotImplementedError as exc:
         raise ValueError(f"jacobian={jacobian!r}: {exc}") from None
     wall = time.perf_counter() - t0
-    err = target.score_error() if isinstance(target, Perturbed) else None
+    err = target.score_error() if isinstance(target, ScoreError) else None
     return Result(x_in, logp_in, out.x, out.logdet, out.nfe, taus, init, seed, repr(sampler), wall, err)

@@ -25,7 +25,7 @@ Example
 Modules, one concept each: `base` (the `Target` contract, `from_functions`), `mixtures`
 (isotropic, full and subspace Gaussian mixtures), `manifolds` (point clouds on curves and
 surfaces), `sphere`, `products` (independent coordinates, SPEC 9), `errors` (score estimates with
-errors, `Perturbed`); `make` and `NAMES` here name the benchmark instances.
+errors of set size and regularity: `Perturbed`, `FourierError`, `QuantisedError`); `make` and `NAMES` here name the benchmark instances.
 """
 
 import numpy as np
@@ -33,13 +33,14 @@ import numpy as np
 from .. import checks
 from . import products
 from .base import LOG_2PI, FunctionTarget, Target, from_functions
-from .errors import Perturbed
+from .errors import FIELDS, FourierError, Perturbed, QuantisedError, ScoreError, ddpm_levels
 from .manifolds import PointCloud, _embedding, circle, swiss_roll, torus
 from .mixtures import GaussianMixture, IsotropicGaussianMixture, SubspaceGaussianMixture
 from .sphere import Sphere, _bessel_ratio
 
 __all__ = ["Target", "FunctionTarget", "from_functions", "IsotropicGaussianMixture", "PointCloud", "GaussianMixture",
-           "SubspaceGaussianMixture", "Sphere", "Perturbed", "circle", "swiss_roll", "torus", "make", "NAMES",
+           "SubspaceGaussianMixture", "Sphere", "ScoreError", "Perturbed", "FourierError", "QuantisedError",
+           "ddpm_levels", "FIELDS", "circle", "swiss_roll", "torus", "make", "NAMES",
            "products"]
 
 
