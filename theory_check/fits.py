@@ -98,10 +98,13 @@ def nfe_min_log_se(row):
     bracket; 1 when it cannot be read), and the search's 3% resolution, in quadrature."""
     res = SEARCH_RESOLUTION / np.sqrt(12.0)
     try:
-        pts = [(s, tv, se) for s, tv, se in json.loads(row["search"]) if tv is not None and np.isfinite(tv) and tv > 0]
-    except (TypeError, ValueError, KeyError):
+        # probes are [steps, rows, tv, se] (the search of SPEC 12) or [steps, tv, se] (the bisection's rows)
+        probes = [(p[0], p[-2], p[-1], p[1] if len(p) == 4 else None) for p in json.loads(row["search"])]
+        pts = [(s, tv, se) for s, tv, se, rows in probes if tv is not None and np.isfinite(tv) and tv > 0]
+        full = [(s, tv, se) for s, tv, se, rows in probes if rows is None or rows == max(r or 0 for *_, r in probes)]
+    except (TypeError, ValueError, KeyError, IndexError):
         return res
-    hi = [p for p in pts if p[0] == row["steps_min"]]
+    hi = [p for p in full if p[0] == row["steps_min"] and p[1] is not None and np.isfinite(p[1]) and p[1] > 0]
     if not hi:
         return res
     s1, tv1, se1 = hi[0]

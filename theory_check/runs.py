@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from . import checks
+from . import checks, search
 from . import metrics as M
 from . import samplers as S
 from . import schedules, targets
@@ -210,7 +210,7 @@ def _validate_values(out):
 
 def _validate_field(out):
     """The score-error field's parameters; those of an inactive field are None (one run, one key)."""
-    field = out["score_field"]
+    field = "smooth" if out["score_field"] is None else out["score_field"]     # None: a normalised spec's inactive field
     if field not in targets.FIELDS:
         raise ValueError(f"score_field must be one of {targets.FIELDS}, got {checks.show(field)}")
     if field == "quantised" and out["score_eps"]:
@@ -362,10 +362,10 @@ def cost(spec):
     return float(nfe) * spec["n"] * spec["dim"] * (spec["dim"] if spec["jacobian"] == "full" else 1)
 
 
-def _one(spec, target, sampler, steps, jac):
-    """Run at `steps` steps; returns the metric fields of a row."""
+def _one(spec, target, sampler, steps, jac, rows=None):
+    """Run at `steps` steps (on the first `rows` samples, default all); the metric fields of a row."""
     taus = schedule(spec, steps)
-    r = sample(target, sampler, taus, spec["n"], spec["init"], spec["seed"], jac)
+    r = sample(target, sampler, taus, spec["n"], spec["init"], spec["seed"], jac, rows=rows)
     row = dict(steps=steps, nfe=r.nfe, tau_end=float(taus[-1]), sample_time=r.wall_time)
     if jac != "none":
         m = M.tv_kl(target, r)
@@ -433,41 +433,28 @@ def _interruption(exc):
     return None
 
 
-REL_RESOLUTION = 0.03
-
-
 def _minimal(spec, target, sampler, jac):
-    """Smallest steps with TV + 2 se <= eps, to 3% (REL_RESOLUTION): doubling from 2 steps, then
-    geometric bisection.
-    A run that folds or goes non-finite counts as not reaching eps. Every evaluation is kept
-    in the row (`search`) for provenance."""
-    eps, cap = spec["eps"], spec["max_steps"]
-    seen = {}
+    """Smallest steps with TV + 2 se <= eps at the full n, to 3 % (`search.minimal_steps`, SPEC 12):
+    prefix probes that may only reject, power-law proposals, certification at the full n. A run that
+    folds or goes non-finite counts as not reaching eps. Every probe [steps, rows, tv, se] is kept in
+    the row (`search`), with the search's cost in runs at the full n (`search_cost`)."""
+    full = {}
 
-    def ok(steps):
+    def probe(steps, rows):
         try:
-            r = _one(spec, target, sampler, steps, jac)
-            seen[steps] = r
-            return r["tv"] + 2 * r["tv_se"] <= eps
+            r = _one(spec, target, sampler, steps, jac, rows=None if rows == spec["n"] else rows)
         except S.NumericalError:
-            seen[steps] = dict(steps=steps, tv=math.nan, tv_se=math.nan, nfe=math.nan)
-            return False
+            return None
+        if rows == spec["n"]:
+            full[steps] = r
+        return r["tv"], r["tv_se"]
 
-    lo, hi = 0, 2                   # invariant: lo fails (0 trivially), hi is the candidate
-    while hi <= cap and not ok(hi):
-        lo, hi = hi, 2 * hi
-    censored = hi > cap
-    if not censored:
-        # Geometric bisection to 3% relative resolution (NFE enters every fit on a log scale;
-        # integer resolution at a thousand steps would double the cost for nothing).
-        while hi - lo > max(1, REL_RESOLUTION * hi):
-            mid = hi // 2 if lo == 0 else int(round(math.sqrt(lo * hi)))
-            mid = min(max(mid, lo + 1), hi - 1)
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid
-    best = seen[hi] if not censored else seen[max(seen)]
-    search = [[s, seen[s].get("tv"), seen[s].get("tv_se")] for s in sorted(seen)]
-    return dict(best, censored=bool(censored), steps_min=np.nan if censored else hi,
-                nfe_min=np.nan if censored else best["nfe"], search=json.dumps(search))
+    res = search.minimal_steps(probe, spec["eps"], spec["n"], spec["max_steps"])
+    if res.censored:
+        best = full[max(full)] if full else dict(steps=max(p[0] for p in res.probes), tv=math.nan, tv_se=math.nan,
+                                                 nfe=math.nan)
+    else:
+        best = full[res.steps_min]
+    return dict(best, censored=res.censored, steps_min=np.nan if res.censored else res.steps_min,
+                nfe_min=np.nan if res.censored else best["nfe"], search=json.dumps([list(p) for p in res.probes]),
+                search_cost=res.cost)

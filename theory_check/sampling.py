@@ -56,8 +56,8 @@ def initial(target, tau, n, init, rng):
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
-    """Run `sampler` on `n` draws from the initial law at taus[0].
+def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none", rows=None):
+    """Run `sampler` on `n` draws from the initial law at taus[0] (or on the first `rows` of them).
 
     Parameters
     ----------
@@ -75,6 +75,9 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
         Seed of x_in; the same seed gives the same numbers.
     jacobian : {"none", "full", "structured", "diagonal"}
         A Jacobian mode gives the log-determinant that `metrics.tv_kl` needs.
+    rows : int, optional
+        Run on the first `rows` of the n seeded draws only (a prefix of the same sample, as the
+        minimal-NFE search's cheap probes do); default all n.
 
     Returns
     -------
@@ -102,6 +105,9 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none"):
         x_in, logp_in = initial(target, taus[0], n, init, rng)
     except NotImplementedError as exc:
         raise ValueError(f"init={init!r}: {exc}") from None
+    if rows is not None:
+        rows = checks.integer(rows, "rows", minimum=1)
+        x_in, logp_in = x_in[:rows], logp_in[:rows]
     if isinstance(target, ScoreError):
         target.records.clear()
     t0 = time.perf_counter()

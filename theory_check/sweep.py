@@ -66,7 +66,7 @@ class SweepError(RuntimeError):
 
 # The modules a row's numbers depend on. Their source is part of every run key, so changed
 # numerics never reuse stale rows, while edits to fits, plots or the CLI keep the cache.
-NUMERIC_MODULES = ("checks", "kernels", "metrics", "runs", "samplers", "sampling", "schedules", "targets")
+NUMERIC_MODULES = ("checks", "kernels", "metrics", "runs", "samplers", "sampling", "schedules", "search", "targets")
 
 
 def _module_files(name):

@@ -77,7 +77,8 @@ class ScoreError(Target):
             fro, op = float(np.sum(dJ * dJ)), float(np.sum(np.max(dJ * dJ, axis=1)))
         else:
             fro = float(np.sum(dJ * dJ))
-            op = float(np.sum(np.linalg.norm(dJ, 2, axis=(1, 2)) ** 2)) if dJ.size else 0.0
+            # (a non-finite field is the sampler's NumericalError to report, with its step; SVD would raise)
+            op = float(np.sum(np.linalg.norm(dJ, 2, axis=(1, 2)) ** 2)) if np.isfinite(fro) and dJ.size else np.nan
         self.records.append((tau, len(delta), float(np.sum(delta * delta)), fro, op))
 
     def _eval(self, x, tau, want_jac):
