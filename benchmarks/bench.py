@@ -370,6 +370,67 @@ def bench_jacobian_chain(quick):
         print(f"   {d:4d} {n:6d} {mm:8.1f} {ch:8.1f} {ch / gemm:7.0%} {ns:11.1f} {ks:8.1f} {ks / gemm:7.0%}")
 
 
+def _search_pair(spec):
+    """(new, old) searches of one minimal-mode spec on the same deterministic probe function."""
+    from theory_check import runs, search
+    from theory_check import samplers as S
+    target, sampler = runs.build(spec)
+    jac = runs.jacobian_mode(target, spec)
+    memo = {}
+
+    def probe(steps, rows):
+        if (steps, rows) not in memo:
+            try:
+                r = runs._one(spec, target, sampler, steps, jac, rows=None if rows == spec["n"] else rows)
+                memo[steps, rows] = (r["tv"], r["tv_se"])
+            except S.NumericalError:
+                memo[steps, rows] = None
+        return memo[steps, rows]
+    args = (probe, spec["eps"], spec["n"], spec["max_steps"])
+    return search.minimal_steps(*args), search.bisection(*args)
+
+
+def bench_search(quick):
+    """Item 10: the search of SPEC 12 against the bisection, as costs in runs at the full n (a
+    deterministic count: no timing). Synthetic power laws, then the built-in minimal-mode studies'
+    --quick searches (each run once and shared by both searches)."""
+    import math
+    from theory_check import report, search, sweep
+    print("\n10. minimal-NFE search cost (sum of steps x rows / n, in runs at steps_min; goal: median <= 2.5)")
+    new, old = [], []
+    for rel in (0.02, 0.05, 0.15):
+        for p_ in (0.5, 1, 2, 3, 4, 6):
+            for eps in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5):
+                for A in (0.3, 1.0, 30.0):
+                    probe = (lambda A, p_, rel: lambda s, r: (A * s ** -p_, rel * A * s ** -p_ * math.sqrt(4000 / r)))(A, p_, rel)
+                    a, b = search.minimal_steps(probe, eps, 4000, 4096), search.bisection(probe, eps, 4000, 4096)
+                    if a.steps_min:
+                        new.append(a.cost / a.steps_min)
+                        old.append(b.cost / b.steps_min)
+    print(f"   synthetic power laws ({len(new)} curves): median new {np.median(new):.2f}, bisection {np.median(old):.2f}")
+    print(f"   {'study':12s} {'searches':>8s} {'agree 3%':>9s} {'median new':>11s} {'bisection':>10s}  disagreements")
+    for name in ("epsilon", "dimension", "tightness"):
+        path = next(p for p in report.study_files() if p.stem == name)
+        specs = [s for s in sweep.load_study(path, quick=True)[2] if s["mode"] == "minimal"]
+        if quick:
+            specs = specs[:6]
+        rows, agree, bad = [], 0, []
+        for spec in specs:
+            a, b = _search_pair(spec)
+            if a.censored or b.censored:
+                agree += a.censored == b.censored
+                if a.censored != b.censored:
+                    bad.append((spec["target"], spec["dim"], spec["K"], a.steps_min, b.steps_min))
+                continue
+            rows.append((a.cost / a.steps_min, b.cost / b.steps_min))
+            ok = abs(a.steps_min - b.steps_min) <= max(1, search.REL_RESOLUTION * max(a.steps_min, b.steps_min))
+            agree += ok
+            if not ok:
+                bad.append((spec["target"], spec["dim"], spec["K"], a.steps_min, b.steps_min))
+        r = np.array(rows) if rows else np.full((1, 2), np.nan)
+        print(f"   {name:12s} {len(specs):8d} {agree:>4d}/{len(specs):<4d} {np.median(r[:, 0]):11.2f} {np.median(r[:, 1]):10.2f}  {bad or ''}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--quick", action="store_true")
@@ -382,4 +443,5 @@ def main(argv=None):
     bench_samplers_outside(a.quick)
     bench_diffusers(a.quick)
     bench_jacobian_chain(a.quick)
+    bench_search(a.quick)
     return 0

@@ -123,3 +123,13 @@ def test_a_sample_too_small_for_prefixes_probes_only_the_full_n():
     probe = power_law(1.0, 2)
     res = search.minimal_steps(probe, 1e-3, 300, 4096)
     assert {rows for _, rows, _, _ in res.probes} == {300} and res.steps_min is not None
+
+
+def test_summary_costs_read_both_row_formats():
+    from theory_check import report
+    import json as _json
+    old = dict(search=_json.dumps([[2, 0.5, 0.01], [4, 0.1, 0.01], [3, 0.2, 0.01]]), search_cost=None)
+    assert report.search_cost(old) == 9.0                  # the bisection ran every probe at the full n
+    res = search.minimal_steps(power_law(1.0, 2), 1e-3, N, 4096)
+    new = dict(search=_json.dumps([list(p) for p in res.probes]), search_cost=res.cost)
+    assert report.search_cost(new) == pytest.approx(sum(s * r for s, r, _, _ in res.probes) / N)
