@@ -1,6 +1,7 @@
 """Reliability III: the hostile cases of the third round (issue 25), by group. Each reproduction of
 the issue is a test here, written so that it failed before its fix."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -593,64 +594,62 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_a_dask_scheduler_killed_mid_run_is_one_line(tmp_path):
-    # was 53 lines of distributed's log ending "Client lost the connection", rc 1
+@contextlib.contextmanager
+def _dask_cluster(cwd, **scheduler_env):
+    """A scheduler and one worker (with a nanny) as processes on loopback: (address, scheduler process)."""
     pytest.importorskip("distributed", reason="the [dask] extra is not installed")
-    study = tmp_path / "fast.toml"
-    study.write_text(FAST.replace("n = 1000", "n = 20000"))
     address = f"tcp://127.0.0.1:{_free_port()}"
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                              address.rsplit(":", 1)[1], "--no-dashboard"], **quiet)
+                              address.rsplit(":", 1)[1], "--no-dashboard"], **quiet, env=dict(os.environ, **scheduler_env))
     worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
                                "--no-dashboard"], **quiet)
     try:
-        run = subprocess.Popen([sys.executable, "-m", "theory_check.cli", "run", str(study), "--out", str(tmp_path / "o"),
-                                "--executor", "dask", "--scheduler", address, "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        yield address, sched
+    finally:
+        for p in (sched, worker):
+            p.kill()
+            p.wait()
+
+
+def _run_dask(study, out, address):
+    return [sys.executable, "-m", "theory_check.cli", "run", str(study), "--out", str(out), "--executor", "dask",
+            "--scheduler", address, "--no-progress"]
+
+
+def test_a_dask_scheduler_killed_mid_run_is_one_line(tmp_path):
+    # was 53 lines of distributed's log ending "Client lost the connection", rc 1
+    study = tmp_path / "fast.toml"
+    study.write_text(FAST.replace("n = 1000", "n = 20000"))
+    with _dask_cluster(tmp_path) as (address, sched):
+        run = subprocess.Popen(_run_dask(study, tmp_path / "o", address), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
         rundir = tmp_path / "o" / "runs" / "fast"
         deadline = time.time() + 120
         while time.time() < deadline and not list(rundir.glob("*.json")) and run.poll() is None:
             time.sleep(0.05)
         sched.kill()
         out, err = run.communicate(timeout=120)
-        lines = err.strip().splitlines()
-        assert run.returncode == 2 and len(lines) == 1, err[-2000:]
-        assert "the Dask cluster failed" in lines[0] and "rerun to resume" in lines[0], lines
-        assert all(r["status"] == "ok" for r in _rows(rundir))
-    finally:
-        for p in (sched, worker):
-            p.kill()
-            p.wait()
+    lines = err.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, err[-2000:]
+    assert "the Dask cluster failed" in lines[0] and "rerun to resume" in lines[0], lines
+    assert all(r["status"] == "ok" for r in _rows(rundir))
 
 
 def test_a_worker_killed_repeatedly_is_one_line(tmp_path):
     # a run that kills its worker every time ended in a KilledWorker traceback
-    pytest.importorskip("distributed", reason="the [dask] extra is not installed")
     (tmp_path / "udie.py").write_text("import os\n\ndef dies(model, x, sigmas):\n    os._exit(1)\n")
     study = tmp_path / "k.toml"
     study.write_text("[study]\nname = 'k'\n[defaults]\nsampler = 'udie:dies'\nn = 20\nmetrics = ['coupling']\n"
                      "[[grid]]\nsteps = [2]\n")
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                              address.rsplit(":", 1)[1], "--no-dashboard"], **quiet,
-                             env=dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0"))
     # the scheduler gives up on a task after allowed-failures + 1 worker deaths (default 3; here 0, so
     # one death, to keep the test short: the nanny restarts the worker each time)
-    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                               "--no-dashboard"], **quiet)
-    try:
-        done = subprocess.run([sys.executable, "-m", "theory_check.cli", "run", str(study), "--out", str(tmp_path / "o"),
-                               "--executor", "dask", "--scheduler", address, "--no-progress"],
-                              capture_output=True, text=True, timeout=180, cwd=tmp_path)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
-        assert "KilledWorker" in lines[0] and "rerun to resume" in lines[0], lines
-    finally:
-        for p in (sched, worker):
-            p.kill()
-            p.wait()
+    with _dask_cluster(tmp_path, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0") as (address, _):
+        done = subprocess.run(_run_dask(study, tmp_path / "o", address), capture_output=True, text=True,
+                              timeout=180, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "KilledWorker" in lines[0] and "rerun to resume" in lines[0], lines
 
 
 # -- 11. messages instead of tracebacks (issue 22's list, the parts on this code path) -------------------

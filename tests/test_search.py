@@ -120,9 +120,13 @@ def test_censored_when_no_count_passes():
 
 
 def test_a_sample_too_small_for_prefixes_probes_only_the_full_n():
-    probe = power_law(1.0, 2)
+    def probe(steps, rows):
+        tv = steps ** -2.0
+        return tv, 0.05 * tv * math.sqrt(300 / rows)
     res = search.minimal_steps(probe, 1e-3, 300, 4096)
-    assert {rows for _, rows, _, _ in res.probes} == {300} and res.steps_min is not None
+    # no TV prefix (n / 4 < 250 rows); only the 32-row look for folds before the first finite TV
+    assert {rows for _, rows, _, _ in res.probes} <= {300, search.FOLD_ROWS} and res.steps_min is not None
+    assert [rows for _, rows, _, _ in res.probes].count(search.FOLD_ROWS) <= 1
 
 
 def test_summary_costs_read_both_row_formats():
