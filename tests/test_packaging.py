@@ -25,3 +25,11 @@ def test_environment_yml_lists_the_pyproject_dependencies_and_extras():
              if line.strip().startswith("- ") and not line.strip().startswith(("- pip", "- -e")) and ":" not in line}
     conda -= {"python"}
     assert pip == conda, (pip - conda, conda - pip)
+
+
+def test_license_and_type_marker_ship():
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License") and proj["project"]["license"]["text"] == "MIT"
+    assert (ROOT / "theory_check" / "py.typed").exists()
+    assert "py.typed" in proj["tool"]["setuptools"]["package-data"]["theory_check"]
+    assert any("License :: OSI Approved :: MIT" in c for c in proj["project"]["classifiers"])

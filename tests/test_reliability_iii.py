@@ -666,3 +666,37 @@ def test_dask_without_the_extra_is_one_line(tmp_path, small, capsys, monkeypatch
     monkeypatch.setitem(sys.modules, "distributed", None)          # what a missing package looks like to import
     _one_line(*_cli(capsys, "run", str(small), "--out", str(tmp_path / "o"), "--executor", "dask",
                     "--scheduler", "tcp://127.0.0.1:9"), match="pip install 'theory-check[dask]'")
+
+
+def test_the_bare_command_lists_the_commands(capsys):
+    code = cli.main([])
+    out = capsys.readouterr().out
+    assert code == 2 and all(c in out for c in ("reproduce", "run", "sample", "fit", "plot", "check"))
+
+
+def test_help_states_each_default_once(capsys):
+    for cmd in ("sample", "run", "reproduce"):
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and text.count("(default 3)") <= 1
+        assert "(default 3) (default" not in text
+
+
+def test_target_names_take_underscores_and_the_edm_grid_is_karras():
+    assert targets.make("Swiss_Roll", 3, 1).means.shape == targets.make("swiss-roll", 3, 1).means.shape
+    spec = runs.normalise(dict(target="product_gmm", schedule="karras"))
+    assert spec["target"] == "product-gmm" and spec["schedule"] == "edm"
+    np.testing.assert_array_equal(schedules.karras(8), schedules.edm(8))
+
+
+def test_sigma_and_tau_convert_by_their_definitions():
+    tau = np.array([1e-6, 0.1, 0.5, 0.999])
+    sigma = schedules.tau_to_sigma(tau)
+    np.testing.assert_allclose(sigma ** 2, tau / (1 - tau), rtol=1e-14)
+    np.testing.assert_allclose(schedules.sigma_to_tau(sigma), tau, rtol=1e-12)
+    for bad in (0.0, 1.0, np.nan):
+        with pytest.raises(ValueError, match="tau"):
+            schedules.tau_to_sigma(bad)
+    with pytest.raises(ValueError, match="sigma"):
+        schedules.sigma_to_tau(-1.0)

@@ -182,9 +182,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults appended once: not where the help text states its own (options whose default None
+    means "the value the text names")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser():
     """The argparse parser of `theory-check` (every option with help and its default)."""
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt = dict(formatter_class=_Help)
     p = _Parser(prog="theory-check", description="Numerical verification of fast diffusion samplers (HEROISM et al.)", **fmt)
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -213,7 +223,8 @@ def parser():
         q.add_argument("dir", help="the output folder of run or reproduce")
 
     s = sub.add_parser("sample", help="one run: print its errors, NFE and time", **fmt)
-    s.add_argument("--target", default="gmm-aniso", choices=targets.NAMES, help="named benchmark target")
+    s.add_argument("--target", default="gmm-aniso", type=targets.canonical, choices=targets.NAMES,
+                   help="named benchmark target ('_' and '-' alike)")
     s.add_argument("--dim", type=_positive_int("dim"), default=4, help="dimension d")
     s.add_argument("--target-seed", type=int, default=0, help="seed of the target instance")
     s.add_argument("--sampler", default="heroism",
@@ -230,7 +241,8 @@ def parser():
                    help="HEROISM: node set (default equispaced)")
     s.add_argument("--sweep", default=None, choices=["jacobi", "gauss-seidel"], help="HEROISM: sweep (default jacobi)")
     s.add_argument("--steps", type=_positive_int("steps"), default=16, help="steps of the schedule")
-    s.add_argument("--schedule", default="log_snr", choices=list(runs.SCHEDULES), help="noise-level schedule")
+    s.add_argument("--schedule", default="log_snr", choices=list(runs.SCHEDULES) + ["karras"],
+                   help="noise-level schedule (karras = edm)")
     s.add_argument("--tau-min", type=float, default=None, help="last noise level (default 1e-3)")
     s.add_argument("--tau-max", type=float, default=None, help="first noise level (default 0.999)")
     s.add_argument("--samples", "-n", dest="samples", type=_positive_int("samples"), default=2000,
@@ -289,6 +301,10 @@ def _on_sigint(signum, frame):
 def main(argv=None):
     """Run `theory-check` with `argv` (default: sys.argv[1:]); returns the exit status: 0, 1 (a run
     failed or a check did not pass), 2 (bad input, one line on stderr), 130 (Ctrl-C), 143 (SIGTERM)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:                    # `theory-check` alone: the commands, not an error about a missing one
+        parser().print_help()
+        return 2
     args = parser().parse_args(argv)
     from . import tune_process
     tune_process()

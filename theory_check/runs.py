@@ -89,6 +89,9 @@ def normalise(spec):
         out.update(K=None, N=None, nodes=None, sweep=None)
     else:
         out["N"] = S.parse_N(out["N"], out["K"])
+    out["schedule"] = {"karras": "edm"}.get(out["schedule"], out["schedule"])    # the EDM grid's other name
+    if isinstance(out["target"], str):
+        out["target"] = targets.canonical(out["target"])
     if out["schedule"] not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {checks.show(out['schedule'])}")
     if isinstance(out["metrics"], str) or not isinstance(out["metrics"], (list, tuple)) or not out["metrics"]:

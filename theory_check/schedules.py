@@ -7,7 +7,7 @@ import numpy as np
 
 from . import checks
 
-__all__ = ["paper", "log_snr", "edm", "validate"]
+__all__ = ["paper", "log_snr", "edm", "karras", "sigma_to_tau", "tau_to_sigma", "validate"]
 
 
 def paper(T, c0=2.0, c1=4.0):
@@ -143,3 +143,31 @@ def validate(taus):
     if np.any(np.diff(taus) >= 0):
         raise ValueError("taus must be strictly decreasing")
     return taus
+
+
+karras = edm            # the name k-diffusion and diffusers give the EDM grid (get_sigmas_karras, use_karras_sigmas)
+
+
+def tau_to_sigma(tau):
+    """The VE noise level sigma = sqrt(tau / (1 - tau)) (k-diffusion's and EDM's sigma) of tau in (0, 1).
+
+    >>> float(tau_to_sigma(0.5))
+    1.0
+    """
+    tau = np.asarray(tau, dtype=float)
+    if not np.all((tau > 0) & (tau < 1)):
+        raise ValueError(f"tau must lie in (0, 1), got {tau!r}")
+    return np.sqrt(tau / (1.0 - tau))
+
+
+def sigma_to_tau(sigma):
+    """The noise level tau = sigma^2 / (1 + sigma^2) of a VE sigma > 0 (the inverse of `tau_to_sigma`):
+    a k-diffusion or EDM sigma grid becomes a schedule with `sigma_to_tau(sigmas)`.
+
+    >>> float(sigma_to_tau(1.0))
+    0.5
+    """
+    sigma = np.asarray(sigma, dtype=float)
+    if not np.all(np.isfinite(sigma) & (sigma > 0)):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
+    return sigma ** 2 / (1.0 + sigma ** 2)

@@ -40,7 +40,7 @@ from .sphere import Sphere, _bessel_ratio
 
 __all__ = ["Target", "FunctionTarget", "from_functions", "IsotropicGaussianMixture", "PointCloud", "GaussianMixture",
            "SubspaceGaussianMixture", "Sphere", "ScoreError", "Perturbed", "FourierError", "QuantisedError",
-           "ddpm_levels", "FIELDS", "circle", "swiss_roll", "torus", "make", "NAMES",
+           "ddpm_levels", "FIELDS", "canonical", "circle", "swiss_roll", "torus", "make", "NAMES",
            "products"]
 
 
@@ -67,6 +67,18 @@ def _random_cov(dim, cond, rng):
     lam = np.logspace(0.0, -np.log10(cond), dim) if dim > 1 else np.ones(1)
     R, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
     return (R * lam) @ R.T
+
+
+def canonical(name):
+    """A target name as `NAMES` spells it: case-insensitive, '_' and '-' alike (as sampler names).
+
+    >>> canonical("Swiss_Roll")
+    'swiss-roll'
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
+    key = name.strip().lower().replace("_", "-")
+    return key if key in NAMES else name
 
 
 def make(name, dim, seed=0, **params):
@@ -102,6 +114,7 @@ def make(name, dim, seed=0, **params):
     >>> make("sphere", 5, seed=1)
     Sphere(dim=5, k=3, radius=2)
     """
+    name = canonical(name)
     if name not in NAMES:
         raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
     dim = checks.integer(dim, "dim", minimum=1)
