@@ -4,7 +4,6 @@ the issue is a test here, written so that it failed before its fix."""
 import contextlib
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys

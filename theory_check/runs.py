@@ -161,7 +161,7 @@ def _check_args(out):
     name, args = out["target"], out["target_args"]
     allowed = products.PARAMS.get(name, ())
     for k in args:
-        if k in ("dim", "seed", "target_seed", "name"):
+        if k in ("dim", "seed", "target_seed"):
             raise ValueError(f"target_args: {k} is not a shape parameter; set it as the run parameter "
                              f"{'target_seed' if 'seed' in k else k} (--{'target-seed' if 'seed' in k else k})")
         if k not in allowed:

@@ -5,7 +5,7 @@ import numpy as np
 from scipy import special
 
 from .. import checks
-from .base import LOG_2PI, Target, _basis_overlap, _project
+from .base import LOG_2PI, Target, _basis_overlap
 
 __all__ = ["Sphere"]
 
