@@ -317,3 +317,107 @@ def generic_table(df, last=4):
                 row["note"] = f"fewer than 3 resolved points ({good['nfe'].nunique()})"
         out.append(row)
     return pd.DataFrame(out)
+
+
+# -- the robustness study (SPEC 11) ----------------------------------------------------------------
+
+SAMPLER_LABELS = {"ddim": "DDIM", "dpm2m": "DPM-Solver++ 2M", "dpm3m": "DPM-Solver++ 3M", "unipc": "UniPC bh2 p=3"}
+
+
+def sampler_label(row):
+    """HEROISM K=k (N=n), or the production sampler's usual name."""
+    if row["sampler"] == "heroism":
+        return f"HEROISM K={int(float(row['K']))}"
+    return SAMPLER_LABELS.get(row["sampler"], str(row["sampler"]))
+
+
+def _t_slope(x, y, sigma=None):
+    """(slope, t_lo, t_hi, df) of log y on log x, weighted by the standard errors of log y (Birge
+    ratio when the scatter exceeds them); no interval below 3 points (df = n - 2 = 0)."""
+    f = linear_fit(np.log(x), np.log(y), n_boot=0, sigma=sigma)
+    return float(f["coef"][0]), float(f["t_lo"][0]), float(f["t_hi"][0]), len(x) - 2
+
+
+def robustness_table(df):
+    """The robustness study's answers per sampler (SPEC 11), each a log-log slope with its weighted
+    t-interval (95 %, df = points - 2): TV - floor vs eps_s (smooth field), TV - floor vs eps_J
+    (fourier at fixed eps, omega swept), TV vs omega at fixed eps_J (the smoothness test: the claim
+    predicts slope 0), TV vs 1/M (quantised), TV - floor vs d (a product with a fixed per-coordinate
+    error). floor = the sampler's TV with the exact score; a point counts where TV - floor > 2 se."""
+    ok = df[df.status == "ok"].copy()
+    if not len(ok):
+        return pd.DataFrame()
+    ok["label"] = [sampler_label(r) for r in ok.to_dict("records")]
+    field = ok["score_field"].fillna("exact") if "score_field" in ok else pd.Series("exact", index=ok.index)
+    ok["field"] = field
+    out = []
+
+    def excess(sub, floor):
+        tv, se = sub["tv"].to_numpy(float), np.hypot(sub["tv_se"].to_numpy(float), floor[1])
+        keep = tv - floor[0] > 2 * se
+        return keep, tv - floor[0], se
+
+    for label, s in ok.groupby("label", sort=False):
+        mix = s[s.target != "rademacher-cube"]
+        exact = mix[mix.field == "exact"]
+        floor = (float(exact.tv.iloc[0]), float(exact.tv_se.iloc[0])) if len(exact) else (0.0, 0.0)
+        questions = []
+        sm = mix[mix.field == "smooth"].sort_values("score_err")
+        questions.append(("TV - floor vs eps_s (smooth)", sm, np.sqrt(sm["score_err"].to_numpy(float)), True))
+        fo = mix[(mix.field == "fourier") & np.isclose(mix.score_eps.astype(float), 0.01)].sort_values("score_omega")
+        questions.append(("TV - floor vs eps_J (fourier, eps 0.01)", fo, np.sqrt(fo["jac_err"].to_numpy(float)), True))
+        fixed = mix[(mix.field == "fourier") & np.isclose(mix.score_eps.astype(float) * mix.score_omega.astype(float), 0.04)]
+        fixed = fixed.sort_values("score_omega")
+        questions.append(("TV vs omega at fixed eps_J (smoothness)", fixed, fixed["score_omega"].to_numpy(float), False))
+        qu = mix[mix.field == "quantised"].sort_values("score_levels", ascending=False)
+        questions.append(("TV vs 1/M (quantised)", qu, 1.0 / qu["score_levels"].to_numpy(float), False))
+        for name, sub, x, minus_floor in questions:
+            row = dict(question=name, sampler=label, points=0, slope=np.nan, t_lo=np.nan, t_hi=np.nan, df=0, note="")
+            if len(sub):
+                if minus_floor:
+                    keep, y, se = excess(sub, floor)
+                else:
+                    y, se = sub["tv"].to_numpy(float), sub["tv_se"].to_numpy(float)
+                    keep = y > 2 * se
+                x, y, se = x[keep], y[keep], se[keep]
+                row["points"] = len(x)
+                if name.startswith("TV vs omega") and len(sub) >= 2:
+                    tv = sub["tv"].to_numpy(float)
+                    row["note"] = f"TV at the largest omega / smallest: {tv[-1] / tv[0]:.2f}"
+                if len(x) >= 2:
+                    row["slope"], row["t_lo"], row["t_hi"], row["df"] = _t_slope(x, y, se / y)
+                else:
+                    row["note"] = (row["note"] + "; " if row["note"] else "") + "fewer than 2 resolved points"
+            out.append(row)
+        pr = s[s.target == "rademacher-cube"]
+        if len(pr):
+            row = dict(question="TV - floor vs d (rademacher-cube, per-coordinate eps fixed)", sampler=label, points=0,
+                       slope=np.nan, t_lo=np.nan, t_hi=np.nan, df=0, note="")
+            xs, ys, ses = [], [], []
+            for d, g in pr.groupby("dim"):
+                ex, er = g[g.field == "exact"], g[g.field != "exact"]
+                if len(ex) and len(er):
+                    y = float(er.tv.iloc[0]) - float(ex.tv.iloc[0])
+                    se = float(np.hypot(er.tv_se.iloc[0], ex.tv_se.iloc[0]))
+                    if y > 2 * se:
+                        xs.append(float(d)), ys.append(y), ses.append(se)
+            row["points"] = len(xs)
+            if len(xs) >= 2:
+                row["slope"], row["t_lo"], row["t_hi"], row["df"] = _t_slope(np.array(xs), np.array(ys),
+                                                                             np.array(ses) / np.array(ys))
+            else:
+                row["note"] = "fewer than 2 resolved points"
+            out.append(row)
+    t = pd.DataFrame(out)
+    t["verdict"] = [_robust_verdict(r) for r in t.to_dict("records")]
+    return t
+
+
+def _robust_verdict(r):
+    if not np.isfinite(r["t_lo"]):
+        return "no interval (df 0)" if np.isfinite(r["slope"]) else "not resolved"
+    if r["question"].startswith("TV vs omega"):
+        return "flat (CI contains 0)" if r["t_lo"] <= 0 <= r["t_hi"] else ("grows" if r["t_lo"] > 0 else "falls")
+    if r["question"].startswith("TV - floor vs eps"):
+        return "consistent with slope 1" if r["t_lo"] <= 1 <= r["t_hi"] else ("steeper than 1" if r["t_lo"] > 1 else "shallower than 1")
+    return ""

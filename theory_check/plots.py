@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from .fits import CONFIG_KEYS, expected_order, nfe_min_fit
 
-__all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "generic",
+__all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "robustness", "generic",
            "FIGURES", "figure_for", "context"]
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
@@ -548,8 +548,99 @@ def generic(df, path=None, quick=False):
     return _finish(fig, f"{name}: error vs NFE", df, quick, path)
 
 
+# Okabe & Ito's colour-blind-safe palette: eight samplers in one panel stay apart, in colour and by marker
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+
+
+@_with_rc
+def robustness(df, path=None, quick=False):
+    """The robustness study (SPEC 11), one panel per question: TV vs eps_s (smooth field), vs eps_J
+    (fourier, omega swept at fixed eps), vs omega at fixed eps_J (the smoothness test), vs the number
+    of training levels M (quantised), and the error's excess over the exact score vs d on a product;
+    each sampler's exact-score TV as a dotted line of its colour; failed runs as crosses."""
+    from .fits import sampler_label
+    d = df.copy()
+    d["label"] = [sampler_label(r) for r in d.to_dict("records")]
+    d["field"] = d["score_field"].fillna("exact")
+    labels = list(dict.fromkeys(d["label"]))
+    mix, prod = d[d.target != "rademacher-cube"], d[d.target == "rademacher-cube"]
+    eps = mix.score_eps.astype(float)
+    panels = [("smooth field: TV vs $\\varepsilon_s$", mix[mix.field == "smooth"], "score_err", np.sqrt,
+               "realised $\\varepsilon_s = (E|\\hat s - s|^2)^{1/2}$"),
+              ("fourier, $\\varepsilon$ = 0.01: TV vs $\\varepsilon_J$", mix[(mix.field == "fourier") & np.isclose(eps, 0.01)],
+               "jac_err", np.sqrt, "realised $\\varepsilon_J = (E|\\nabla\\hat s - \\nabla s|_F^2)^{1/2}$"),
+              ("smoothness test: $\\varepsilon\\omega$ fixed", mix[(mix.field == "fourier") & np.isclose(eps * mix.score_omega.astype(float), 0.04)],
+               "score_omega", None, "frequency $\\omega$ ($\\varepsilon_J$ fixed, higher derivatives grow)"),
+              ("quantised in $\\tau$: TV vs M", mix[mix.field == "quantised"], "score_levels", None,
+               "training levels M (of DDPM's 1000)")]
+    n_panels = len(panels) + (1 if len(prod) else 0)
+    fig = Figure(figsize=(3.6 * 3, 3.1 * 2 + 0.9), dpi=130)
+    axes = fig.subplots(2, 3, squeeze=False).ravel()
+    exact = {lab: g for lab, g in mix[mix.field == "exact"].groupby("label")}
+    for ax, (title, sub, xcol, xf, xlabel) in zip(axes, panels):
+        ok = sub[sub.status == "ok"]
+        for i, lab in enumerate(labels):
+            g = ok[ok.label == lab].sort_values(xcol)
+            if not len(g):
+                continue
+            x = g[xcol].to_numpy(float)
+            x = xf(x) if xf else x
+            st = dict(color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)], markersize=3.5, linewidth=1.0,
+                      markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
+            ax.errorbar(x, g["tv"], yerr=2 * g["tv_se"], capsize=1.5, elinewidth=0.6, **st)
+            if lab in exact:
+                ax.axhline(float(exact[lab].tv.iloc[0]), color=OKABE_ITO[i % 8], linestyle=":", linewidth=0.7)
+        fx = sub[sub.status != "ok"]
+        if len(fx):
+            x = fx[xcol].to_numpy(float)
+            _failures(ax, fx.assign(_x=xf(x) if xf else x), "_x")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if xcol == "score_levels":
+            ax.invert_xaxis()
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("TV$(p_{out}, q)$ ± 2 se")
+    if len(prod):
+        ax = axes[len(panels)]
+        for i, lab in enumerate(labels):
+            g = prod[(prod.label == lab) & (prod.status == "ok")]
+            rows = []
+            for dim, h in g.groupby("dim"):
+                ex, er = h[h.field == "exact"], h[h.field != "exact"]
+                if len(ex) and len(er):
+                    rows.append((dim, float(er.tv.iloc[0]) - float(ex.tv.iloc[0]),
+                                 2 * float(np.hypot(er.tv_se.iloc[0], ex.tv_se.iloc[0]))))
+            rows = [r for r in rows if r[1] > 0]
+            if rows:
+                x, y, e = map(np.array, zip(*rows))
+                ax.errorbar(x, y, yerr=np.minimum(e, 0.99 * y), color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)],
+                            markersize=3.5, linewidth=1.0, capsize=1.5, elinewidth=0.6,
+                            markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title("rademacher-cube: the error's TV vs d")
+        ax.set_xlabel("dimension d (per-coordinate $\\varepsilon$ fixed)")
+        ax.set_ylabel("TV(score error) − TV(exact score)")
+    for ax in axes[n_panels:]:
+        ax.axis("off")
+    handles = [matplotlib.lines.Line2D([], [], color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)], label=lab,
+                                       markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
+               for i, lab in enumerate(labels)]
+    handles.append(matplotlib.lines.Line2D([], [], color="0.3", linestyle=":", label="exact-score TV (same colour)"))
+    handles.append(matplotlib.lines.Line2D([], [], color="0.0", linestyle="none", marker="x", label="failed (map folded)"))
+    spare = axes[n_panels] if n_panels < len(axes) else None
+    if spare is not None:
+        spare.legend(handles=handles, loc="center", fontsize=7, frameon=False)
+    else:
+        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=6.5, frameon=False)
+    steps = ", ".join(str(int(s)) for s in sorted(d.steps.unique()))
+    return _finish(fig, f"Robustness to score errors: TV at {steps} steps, n = {int(mix.n.iloc[0]) if len(mix) else ''}",
+                   mix if len(mix) else d, quick, path)
+
+
 FIGURES = {"order": order, "dimension": dimension, "tightness": tightness, "epsilon": epsilon, "refinement": refinement,
-           "score_error": score_error, "samplers": samplers, "paper_schedule": paper_schedule}
+           "score_error": score_error, "samplers": samplers, "paper_schedule": paper_schedule, "robustness": robustness}
 
 
 def figure_for(name):

@@ -107,7 +107,9 @@ def normalise(spec):
         raise ValueError(f"eps must be in (0, 1) for mode = 'minimal', got {checks.show(out['eps'])}")
     _validate_values(out)
     check_memory(out)               # before the target is built: gmm-aniso at d = 1e5 is 240 GB
-    target, sampler = build(out)    # raises ValueError on any bad value, before anything runs
+    # raises ValueError on any bad value, before anything runs (the error field's parameters are
+    # checked by _validate_field: building it would draw its normalisation sample for every spec)
+    target, sampler = build(out, field=False)
     _check_modes(out, target, sampler)
     return out
 
@@ -130,10 +132,13 @@ def _check_modes(out, target, sampler):
                              "stochastic; use metrics w2 or coupling")
         if out["n"] < 2:
             raise ValueError(f"n must be >= 2 for {what} (a standard error needs two samples), got {out['n']}")
-    if out["jacobian"] == "structured" and target.active_basis is None:
+    field = out["score_field"]
+    structured = target.active_basis is not None and field in (None, "quantised")       # what the field keeps
+    diagonal = getattr(target, "diagonal", False) and field in (None, "quantised", "fourier")
+    if out["jacobian"] == "structured" and not structured:
         raise ValueError(f"jacobian: 'structured' needs a target with an active basis and {out['target']}"
                          f"{' with a score error' if out['score_field'] else ''} has none; use 'full' or 'auto'")
-    if out["jacobian"] == "diagonal" and not getattr(target, "diagonal", False):
+    if out["jacobian"] == "diagonal" and not diagonal:
         raise ValueError(f"jacobian: 'diagonal' needs a product target (rademacher-cube, uniform-cube, product-gmm) "
                          f"and {out['target']}{' with a score error' if out['score_field'] else ''} is not one; use 'full' or 'auto'")
 
@@ -303,11 +308,11 @@ def check_memory(spec):
                          f"target {spec['target']}), more than the {have / 2 ** 30:.3g} GiB available")
 
 
-def build(spec):
+def build(spec, field=True):
     """(target, sampler) for a normalised spec: `targets.make` (wrapped in `targets.Perturbed`
-    when score_eps > 0, or another field of targets.errors) and `make_sampler`."""
+    when score_eps > 0, or another field of targets.errors, unless field=False) and `make_sampler`."""
     target = targets.make(spec["target"], spec["dim"], spec["target_seed"], **spec["target_args"])
-    field = spec.get("score_field")
+    field = spec.get("score_field") if field else None
     if field == "smooth":
         target = targets.Perturbed(target, spec["score_eps"], seed=spec["target_seed"])
     elif field == "fourier":
