@@ -391,7 +391,7 @@ def _search_pair(spec):
 
 
 def bench_search(quick):
-    """Item 10: the search of SPEC 12 against the bisection, as costs in runs at the full n (a
+    """Item 10: the search of SPEC 12 against the bisection, as costs in steps at the full n divided by steps_min (a
     deterministic count: no timing). Synthetic power laws, then the built-in minimal-mode studies'
     --quick searches (each run once and shared by both searches)."""
     import math

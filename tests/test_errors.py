@@ -150,3 +150,16 @@ def test_sample_result_carries_the_three_errors():
     r = sample(f, S.DDIM(), schedules.log_snr(4), n=50, jacobian="full")
     assert len(r.score_error) == 3 and r.score_error[1] >= r.score_error[2] > 0
     assert isinstance(f, errors.ScoreError)
+
+
+@pytest.mark.parametrize("name", ["gmm-iso", "uniform-cube", "gmm-aniso"])
+def test_the_keeps_table_matches_the_built_fields(name):
+    # runs validates Jacobian modes from targets.KEEPS without building the field: it must say what
+    # the fields, as runs builds them, actually keep
+    base = targets.make(name, 6, 0)
+    built = {"smooth": targets.Perturbed(base, 0.1), "quantised": targets.QuantisedError(base, 20),
+             "fourier": targets.FourierError(base, 0.1, separable=base.diagonal)}
+    for field, t in built.items():
+        keeps = targets.KEEPS[field]
+        assert (t.active_basis is not None) == (base.active_basis is not None and "structured" in keeps), field
+        assert bool(getattr(t, "diagonal", False)) == (bool(base.diagonal) and "diagonal" in keeps), field

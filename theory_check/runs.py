@@ -132,9 +132,9 @@ def _check_modes(out, target, sampler):
                              "stochastic; use metrics w2 or coupling")
         if out["n"] < 2:
             raise ValueError(f"n must be >= 2 for {what} (a standard error needs two samples), got {out['n']}")
-    field = out["score_field"]
-    structured = target.active_basis is not None and field in (None, "quantised")       # what the field keeps
-    diagonal = getattr(target, "diagonal", False) and field in (None, "quantised", "fourier")
+    keeps = targets.KEEPS[out["score_field"]]             # `target` is the base: the field is not built here
+    structured = target.active_basis is not None and "structured" in keeps
+    diagonal = getattr(target, "diagonal", False) and "diagonal" in keeps
     if out["jacobian"] == "structured" and not structured:
         raise ValueError(f"jacobian: 'structured' needs a target with an active basis and {out['target']}"
                          f"{' with a score error' if out['score_field'] else ''} has none; use 'full' or 'auto'")
@@ -250,12 +250,10 @@ def _jacobian_of(spec):
         return "none"
     if spec["jacobian"] != "auto":
         return spec["jacobian"]
-    field = spec.get("score_field")
-    if field in ("smooth", "fourier") and not (field == "fourier" and spec["target"] in products.NAMES):
-        return "full"               # the error field's Jacobian is dense (fourier is separable on the products)
+    keeps = targets.KEEPS[spec.get("score_field")]
     if spec["target"] in products.NAMES:
-        return "diagonal"
-    return "full" if spec["target"] == "gmm-aniso" or spec["dim"] <= 4 else "structured"
+        return "diagonal" if "diagonal" in keeps else "full"
+    return "full" if spec["target"] == "gmm-aniso" or spec["dim"] <= 4 or "structured" not in keeps else "structured"
 
 
 def _target_bytes(spec):
@@ -357,7 +355,7 @@ def jacobian_mode(target, spec):
 def cost(spec):
     """A rough relative cost of evaluating a spec (score evaluations x samples x per-sample
     work), used only to order runs, longest first. A minimal-mode search is charged as a run at
-    max_steps / 4, about what its doubling and bisection add up to; the reference solver as 20
+    max_steps / 4 (a rough stand-in for its probes); the reference solver as 20
     evaluations per step (DOP853 takes 12 per accepted step, and finer steps than the schedule)."""
     if spec["mode"] == "fixed" and spec["nfe_budget"]:
         nfe = spec["nfe_budget"]
@@ -445,7 +443,7 @@ def _minimal(spec, target, sampler, jac):
     """Smallest steps with TV + 2 se <= eps at the full n, to 3 % (`search.minimal_steps`, SPEC 12):
     prefix probes that may only reject, power-law proposals, certification at the full n. A run that
     folds or goes non-finite counts as not reaching eps. Every probe [steps, rows, tv, se] is kept in
-    the row (`search`), with the search's cost in runs at the full n (`search_cost`)."""
+    the row (`search`), with the search's cost in steps at the full n (`search_cost`)."""
     full = {}
 
     def probe(steps, rows):

@@ -3,7 +3,7 @@ sample size n certifies TV + 2 se <= eps, to REL_RESOLUTION relative resolution.
 
 The definition is the bisection's: `steps_min` passes the certificate at the full n and a run
 at max(steps_min - 1, steps_min / 1.03) or fewer steps failed it. What changes is the cost, the
-sum over probes of steps x n_probe / n (in runs at the full n):
+sum over probes of steps x n_probe / n (in steps at the full n):
 
 * a probe may run on a prefix of the sample (the first n / 4^k rows of the same seeded x_in) and
   may then decide only "fails", when TV - 4 se > eps there; a pass is certified at the full n only;
@@ -42,7 +42,7 @@ FIRST_STEPS = 2
 @dataclass
 class Search:
     """The outcome: steps_min (None when censored at max_steps), the probes [(steps, rows, tv, se)]
-    in the order run (tv, se None for a fold), and the cost in runs at the full n."""
+    in the order run (tv, se None for a fold), and the cost in steps at the full n."""
     steps_min: int | None
     probes: list = field(default_factory=list)
     n: int = 0
@@ -54,13 +54,6 @@ class Search:
     @property
     def cost(self):
         return sum(s * rows for s, rows, _, _ in self.probes) / self.n
-
-    def best(self):
-        """The full-n probe at steps_min (or at the largest probed steps when censored)."""
-        full = [p for p in self.probes if p[1] == self.n]
-        if self.steps_min is not None:
-            return next(p for p in full if p[0] == self.steps_min)
-        return max(full or self.probes, key=lambda p: p[0])
 
 
 def resolved(lo, hi):
@@ -141,7 +134,7 @@ def minimal_steps(probe, eps, n, max_steps):
         return tv, se
 
     def rho():
-        """se/TV at the full n, from the most precise, then the latest, probe."""
+        """se/TV scaled to the full n, from the most precise probe (the first of them at that precision)."""
         return max(best.values(), key=lambda v: v[2])[1] if best else 0.05
 
     def predicted(steps):

@@ -252,10 +252,11 @@ def load_study(path, quick=False):
     return name, study.get("description", ""), specs, hashlib.sha256(raw).hexdigest()[:16]
 
 
-def run_key(spec, src=None):
-    """The cache key of a run: a hash of its normalised spec, the numerical code and a user
-    module's source."""
-    blob = json.dumps(spec, sort_keys=True, default=str) + (src or source_hash()) + user_source_hash(spec)
+def run_key(spec, src=None, user=None):
+    """The cache key of a run: a hash of its normalised spec, the numerical code (`src`, default
+    `source_hash()`) and a user sampler's sources (`user`, default `user_source_hash(spec)`)."""
+    user = user_source_hash(spec) if user is None else user
+    blob = json.dumps(spec, sort_keys=True, default=str) + (src or source_hash()) + user
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -269,22 +270,28 @@ def _umask():
     return mask
 
 
-def write_atomic(path, data):
-    """Write `data` (str or bytes) to `path` through a temporary file in the same folder, fsync and
-    os.replace: readers see the old file or the new one, never a part; a symbolic link at `path`
-    is replaced by the file, never written through. Permissions follow the user's umask."""
+def write_atomic(path, data, dir_fd=None):
+    """Write `data` (str or bytes) to `path` through a fresh temporary file in the same folder, fsync
+    and os.replace: readers see the old file or the new one, never a part; a symbolic link at `path`
+    is replaced by the file, never written through. Permissions follow the user's umask. With
+    `dir_fd` (an open folder), `path` is a name inside it and every step is taken relative to the
+    descriptor, so a folder swapped for a link meanwhile is never written through either."""
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    if dir_fd is None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        os.fchmod(fd, 0o666 & ~_umask())            # mkstemp creates 0o600
+    else:                                           # mkstemp takes no dir_fd: a fresh name by O_EXCL
+        tmp = f".tmp-{os.getpid()}-{os.urandom(6).hex()}{path.suffix}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -361,24 +368,9 @@ class _RowsFolder:
         return None if fd is None else _parse_row(fd, key)
 
     def write(self, name, text):
-        """Atomic, as `write_atomic`: a fresh temporary name, fsync, rename, all inside the folder."""
+        """`write_atomic` inside the folder, after checking that it is still the one opened."""
         self.check()
-        tmp = f".tmp-{os.getpid()}-{os.urandom(6).hex()}.json"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666 & ~_umask(), dir_fd=self.fd)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=self.fd)
-                raise
-        except OSError as exc:
-            raise SweepError(f"out: cannot write {self.path / name} ({exc.strerror or exc}); the sweep stopped, "
-                             "finished runs are kept and a rerun resumes") from None
+        _write(self.path / name, text, dir_fd=self.fd)
 
 
 @contextlib.contextmanager
@@ -572,7 +564,11 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
     out = _prepare_out(out, name)
     rundir = out / "runs" / name
     src, commit = source_hash(), git_commit()
-    keys = [run_key(s, src) for s in specs]
+    users = {}                              # a user module's import graph is read once per sweep, not per run
+    for s in specs:
+        if s["sampler"] not in users:
+            users[s["sampler"]] = user_source_hash(s)
+    keys = [run_key(s, src, users[s["sampler"]]) for s in specs]
     with locked(out):
         folder = _RowsFolder(rundir)
         try:
@@ -613,10 +609,11 @@ def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=Fals
     return df
 
 
-def _write(path, text):
-    """write_atomic, with a full or failing disk reported as a SweepError (nothing half-written)."""
+def _write(path, text, dir_fd=None):
+    """write_atomic (of path's name inside dir_fd, when given), with a full or failing disk reported
+    as a SweepError (nothing half-written)."""
     try:
-        write_atomic(path, text)
+        write_atomic(pathlib.Path(path).name if dir_fd is not None else path, text, dir_fd)
     except OSError as exc:
         raise SweepError(f"out: cannot write {path} ({exc.strerror or exc}); the sweep stopped, "
                          "finished runs are kept and a rerun resumes") from None

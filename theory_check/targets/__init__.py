@@ -33,7 +33,7 @@ import numpy as np
 from .. import checks
 from . import products
 from .base import LOG_2PI, FunctionTarget, Target, from_functions  # noqa: F401 -- LOG_2PI: sampling uses it
-from .errors import FIELDS, FourierError, Perturbed, QuantisedError, ScoreError, ddpm_levels
+from .errors import FIELDS, KEEPS, FourierError, Perturbed, QuantisedError, ScoreError, ddpm_levels
 from .manifolds import PointCloud, _embedding, circle, swiss_roll, torus
 from .mixtures import GaussianMixture, IsotropicGaussianMixture, SubspaceGaussianMixture
 from .sphere import Sphere, _bessel_ratio  # noqa: F401 -- _bessel_ratio: its mpmath tests

@@ -276,3 +276,6 @@ class QuantisedError(ScoreError):
 
 
 FIELDS = ("smooth", "fourier", "quantised")
+# The structure of the base's score Jacobian each field keeps, as runs build them (fourier is
+# separable on the products, so it keeps their diagonal; smooth features couple every coordinate).
+KEEPS = {None: ("structured", "diagonal"), "smooth": (), "fourier": ("diagonal",), "quantised": ("structured", "diagonal")}
