@@ -15,7 +15,11 @@ ratios of interleaved best-of-k timings are what we report, never bare seconds i
 7. every sampler's share of time outside score evaluations (n 1e5, M 16, d 64, 20 steps);
 8. theory-check's DDIM and DPM-Solver++ 2M against the same schedulers of Hugging Face diffusers
    driven by a batched torch float64 score of the same mixture, same threads (needs the
-   `compare` extra): time per NFE and its ratio.
+   `compare` extra): time per NFE and its ratio;
+9. the full-Jacobian chain's linear algebra;
+10. the minimal-NFE search of SPEC 12 against the bisection (cost / steps_min, agreement);
+11. the default path: a plain library call (no `tune_process()`) against the tuned process, in
+    fresh processes, on an idle machine and beside one competing busy process.
 """
 
 import argparse
@@ -431,6 +435,64 @@ def bench_search(quick):
         print(f"   {name:12s} {len(specs):8d} {agree:>4d}/{len(specs):<4d} {np.median(r[:, 0]):11.2f} {np.median(r[:, 1]):10.2f}  {bad or ''}")
 
 
+_DEFAULT_PATH = """
+import sys, time
+import numpy as np
+import theory_check
+if sys.argv[1] == "tuned":
+    theory_check.tune_process()
+import numba
+from theory_check import sample, samplers, schedules, targets
+if sys.argv[2] == "ddim":
+    rng = np.random.default_rng(1)
+    t = targets.IsotropicGaussianMixture(np.full(16, 1 / 16), 3 * rng.normal(size=(16, 64)), np.full(16, 0.2))
+    x = t.sample(int(sys.argv[3]), 0.999, rng)
+    run = lambda: samplers.DDIM().run(t, schedules.log_snr(20), x)
+    samplers.DDIM().run(t, schedules.log_snr(2), x[:100])
+else:
+    t = targets.make("gmm-aniso", dim=16, seed=0)
+    run = lambda: sample(t, samplers.Heroism(K=3, N=3), schedules.log_snr(40), n=int(sys.argv[3]), seed=0, jacobian="full")
+    sample(t, samplers.Heroism(K=3, N=3), schedules.log_snr(40), n=50, seed=0, jacobian="full")
+best = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter(); run(); best = min(best, time.perf_counter() - t0)
+print(best, numba.threading_layer())
+"""
+
+
+def _default_path_time(mode, case, n, layer=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    if layer:
+        env["NUMBA_THREADING_LAYER"] = layer
+    out = subprocess.run([sys.executable, "-c", _DEFAULT_PATH, mode, case, str(n)], capture_output=True,
+                         text=True, env=env, check=True).stdout.split()
+    return float(out[0]), out[1]
+
+
+def bench_default_path(quick):
+    """Item 11: a plain library call against the tuned process (the CLI's), each in a fresh process,
+    interleaved; on the idle machine and beside one busy process (a machine shared with other work,
+    where idle threads that spin take the cores the computation needs)."""
+    cases = (("ddim", 20_000 if quick else 100_000, "DDIM, isotropic mixture d 64, 20 steps"),
+             ("readme", 4000 if quick else 20_000, "README example: HEROISM K 3, gmm-aniso d 16, full Jacobian"))
+    print("\n11. default path: plain library call vs after tune_process(), fresh processes (goal: plain <= 1.2 x tuned)")
+    for load in (False, True):
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load else None
+        try:
+            for case, n, what in cases:
+                t = {m: min(_default_path_time(m, case, n) for _ in range(2)) for m in ("plain", "tuned")}
+                print(f"   {'one busy process' if load else 'idle machine':16s} {what} (n {n}): plain {t['plain'][0]:.2f} s, "
+                      f"tuned {t['tuned'][0]:.2f} s, plain/tuned {t['plain'][0] / t['tuned'][0]:.2f} "
+                      f"(Numba threading layer {t['plain'][1]})")
+            if load:        # what the TBB layer buys: the same plain call on OpenMP, whose idle threads spin
+                omp = _default_path_time("plain", case, n, layer="omp")[0]
+                print(f"   {'':16s} the same plain call on Numba's OpenMP layer: {omp:.2f} s = {omp / t['tuned'][0]:.2f} x tuned")
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--quick", action="store_true")
@@ -444,4 +506,5 @@ def main(argv=None):
     bench_diffusers(a.quick)
     bench_jacobian_chain(a.quick)
     bench_search(a.quick)
+    bench_default_path(a.quick)
     return 0

@@ -1,8 +1,10 @@
 """theory-check: a numerical verification harness for fast diffusion samplers (HEROISM et al.).
 
-Importing the package changes nothing in the process: `tune_process()` (called by the command
-line, the sweep workers and the benchmarks) applies the two process-wide settings that make the
-samplers fast on Linux; a library user may call it too.
+Importing the package changes nothing in the process. A plain library call is already on the
+fast path: Numba runs its parallel kernels on TBB (the `tbb` dependency), whose idle workers do
+not spin against OpenBLAS's threads; measured within 1.2x of the tuned process, idle or beside
+a busy process (benchmarks item 11). `tune_process()` (called by the command line, the sweep
+workers and the benchmarks) adds two process-wide settings; a library user may call it too.
 """
 
 import os
@@ -15,7 +17,8 @@ __all__ = ["samplers", "schedules", "targets", "sample", "Result", "tune_process
 def tune_process():
     """Process-wide settings for speed (results do not change), applied once:
 
-    * GOMP_SPINCOUNT=3000 unless set: samplers alternate Numba kernels (GNU OpenMP threads) with
+    * GOMP_SPINCOUNT=3000 unless set (it matters where Numba falls back to its OpenMP layer,
+      i.e. without TBB): samplers alternate Numba kernels (GNU OpenMP threads) with
       NumPy BLAS calls (OpenBLAS threads); libgomp's threads spin for 300000 iterations after each
       parallel region by default and take the cores from OpenBLAS's threads, and the other way
       round: a full-Jacobian HEROISM run at d = 128 took 4.6 s that way and 0.74 s with a short

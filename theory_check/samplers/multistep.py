@@ -198,7 +198,7 @@ class UniPC(Sampler):
         steps = len(taus) - 1
         hist, last, this_order = [], None, None       # hist: (D, dD) newest first
         for i in range(steps):
-            m = tan.data(x, taus[i], Dx)
+            m = tuple(tan.data(x, taus[i], Dx))     # written once: the corrector and the predictor both read it
             if i > 0 and self.corrector:
                 x, Dx = self._update(tan, last, taus, lam, hist, i - 1, i, this_order, m)
             hist.insert(0, m)
