@@ -257,7 +257,8 @@ def parser():
     s.add_argument("--w2-method", default="sliced", choices=["exact", "sliced"], help="W2 estimator (POT)")
     s.add_argument("--score-eps", type=float, default=0.0, help="size of the score error (0: exact score)")
     s.add_argument("--score-field", default="smooth", choices=list(targets.FIELDS),
-                   help="the score error's field: smooth (tanh features), fourier (rough in x), quantised (rough in tau)")
+                   help="the score error's field: smooth (tanh features), fourier (rough in x), quantised (rough in tau), "
+                        "learned (an MLP trained by denoising score matching; needs torch to train)")
     s.add_argument("--score-omega", type=float, default=1.0, help="fourier: frequency omega of the features")
     s.add_argument("--score-levels", type=_positive_int("score-levels"), default=1000,
                    help="quantised: training levels M (of DDPM's 1000 timesteps)")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "nfe_min_fit", "compare_prediction", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "generic_table"]
+__all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "nfe_min_fit", "compare_prediction", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "robustness_table", "learned_table", "generic_table"]
 
 N_BOOT = 2000
 
@@ -325,9 +325,11 @@ SAMPLER_LABELS = {"ddim": "DDIM", "dpm2m": "DPM-Solver++ 2M", "dpm3m": "DPM-Solv
 
 
 def sampler_label(row):
-    """HEROISM K=k (N=n), or the production sampler's usual name."""
+    """HEROISM K=k (with N=n where the sweeps are not N = K), or the production sampler's usual name."""
     if row["sampler"] == "heroism":
-        return f"HEROISM K={int(float(row['K']))}"
+        K, N = int(float(row["K"])), row.get("N")
+        same = N is None or str(N) in ("K", str(K), f"{K}.0", "nan")
+        return f"HEROISM K={K}" + ("" if same else f" N={N}")
     return SAMPLER_LABELS.get(row["sampler"], str(row["sampler"]))
 
 
@@ -350,6 +352,8 @@ def robustness_table(df):
     ok["label"] = [sampler_label(r) for r in ok.to_dict("records")]
     field = ok["score_field"].fillna("exact") if "score_field" in ok else pd.Series("exact", index=ok.index)
     ok["field"] = field
+    budget = ok["nfe_budget"].astype(float) if "nfe_budget" in ok else pd.Series(np.nan, index=ok.index)
+    ok["budget"] = budget
     out = []
 
     def excess(sub, floor):
@@ -358,20 +362,27 @@ def robustness_table(df):
         return keep, tv - floor[0], se
 
     for label, s in ok.groupby("label", sort=False):
-        mix = s[s.target != "rademacher-cube"]
+        mix = s[(s.target != "rademacher-cube") & s.budget.isna()]          # at fixed steps
         exact = mix[mix.field == "exact"]
         floor = (float(exact.tv.iloc[0]), float(exact.tv_se.iloc[0])) if len(exact) else (0.0, 0.0)
         questions = []
         sm = mix[mix.field == "smooth"].sort_values("score_err")
-        questions.append(("TV - floor vs eps_s (smooth)", sm, np.sqrt(sm["score_err"].to_numpy(float)), True))
+        questions.append(("TV - floor vs eps_s (smooth)", sm, np.sqrt(sm["score_err"].to_numpy(float)), True, floor))
+        at = s[(s.target != "rademacher-cube") & (s.budget == EQUAL_NFE)]
+        ex100 = at[at.field == "exact"]
+        sm100 = at[at.field == "smooth"].sort_values("score_err")
+        if len(sm100):
+            questions.append((f"TV - floor vs eps_s (smooth, {EQUAL_NFE} NFE)", sm100,
+                              np.sqrt(sm100["score_err"].to_numpy(float)), True,
+                              (float(ex100.tv.iloc[0]), float(ex100.tv_se.iloc[0])) if len(ex100) else (0.0, 0.0)))
         fo = mix[(mix.field == "fourier") & np.isclose(mix.score_eps.astype(float), 0.01)].sort_values("score_omega")
-        questions.append(("TV - floor vs eps_J (fourier, eps 0.01)", fo, np.sqrt(fo["jac_err"].to_numpy(float)), True))
+        questions.append(("TV - floor vs eps_J (fourier, eps 0.01)", fo, np.sqrt(fo["jac_err"].to_numpy(float)), True, floor))
         fixed = mix[(mix.field == "fourier") & np.isclose(mix.score_eps.astype(float) * mix.score_omega.astype(float), 0.04)]
         fixed = fixed.sort_values("score_omega")
-        questions.append(("TV vs omega at fixed eps_J (smoothness)", fixed, fixed["score_omega"].to_numpy(float), False))
+        questions.append(("TV vs omega at fixed eps_J (smoothness)", fixed, fixed["score_omega"].to_numpy(float), False, floor))
         qu = mix[mix.field == "quantised"].sort_values("score_levels", ascending=False)
-        questions.append(("TV vs 1/M (quantised)", qu, 1.0 / qu["score_levels"].to_numpy(float), False))
-        for name, sub, x, minus_floor in questions:
+        questions.append(("TV vs 1/M (quantised)", qu, 1.0 / qu["score_levels"].to_numpy(float), False, floor))
+        for name, sub, x, minus_floor, floor in questions:
             row = dict(question=name, sampler=label, points=0, slope=np.nan, t_lo=np.nan, t_hi=np.nan, df=0, note="")
             if len(sub):
                 if minus_floor:
@@ -389,7 +400,7 @@ def robustness_table(df):
                 else:
                     row["note"] = (row["note"] + "; " if row["note"] else "") + "fewer than 2 resolved points"
             out.append(row)
-        pr = s[s.target == "rademacher-cube"]
+        pr = s[(s.target == "rademacher-cube") & s.budget.isna()]
         if len(pr):
             row = dict(question="TV - floor vs d (rademacher-cube, per-coordinate eps fixed)", sampler=label, points=0,
                        slope=np.nan, t_lo=np.nan, t_hi=np.nan, df=0, note="")
@@ -411,6 +422,37 @@ def robustness_table(df):
     t = pd.DataFrame(out)
     t["verdict"] = [_robust_verdict(r) for r in t.to_dict("records")]
     return t
+
+
+EQUAL_NFE = 100         # the robustness study's equal-budget comparison (studies/robustness.toml)
+
+
+def learned_table(df):
+    """The learned score beside the exact one, per sampler and NFE budget (SPEC 11): TV with each,
+    their ratio, and the realised eps_s = (E|s_hat - s|^2)^(1/2) and eps_J (Frobenius) at the points
+    the sampler visited. Only runs within their budget (HEROISM's first step can cost more)."""
+    ok = df[(df.status == "ok") & df.get("nfe_budget", pd.Series(dtype=float)).notna()].copy()
+    if not len(ok) or "learned" not in set(ok.get("score_field", pd.Series(dtype=object)).dropna()):
+        return pd.DataFrame()
+    ok["label"] = [sampler_label(r) for r in ok.to_dict("records")]
+    ok["field"] = ok["score_field"].fillna("exact")
+    out = []
+    for (label, budget), g in ok.groupby(["label", "nfe_budget"], sort=False):
+        ex, le = g[g.field == "exact"], g[g.field == "learned"]
+        if not len(ex) or not len(le):
+            continue
+        e, l_ = ex.iloc[0], le.iloc[0]
+        if l_.nfe > budget:
+            continue
+        out.append(dict(sampler=label, nfe_budget=int(budget), nfe=int(l_.nfe), steps=int(l_.steps),
+                        tv_exact=float(e.tv), tv_exact_se=float(e.tv_se), tv_learned=float(l_.tv),
+                        tv_learned_se=float(l_.tv_se), ratio=float(l_.tv) / float(e.tv),
+                        eps_s=float(np.sqrt(l_.score_err)), eps_J=float(np.sqrt(l_.jac_err))))
+    t = pd.DataFrame(out)
+    if len(t):
+        order = {lab: i for i, lab in enumerate(dict.fromkeys(ok.label))}
+        t = t.sort_values(["sampler", "nfe_budget"], key=lambda c: c.map(order) if c.name == "sampler" else c)
+    return t.reset_index(drop=True)
 
 
 def _robust_verdict(r):

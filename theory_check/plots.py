@@ -554,42 +554,60 @@ OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "
 
 @_with_rc
 def robustness(df, path=None, quick=False):
-    """The robustness study (SPEC 11), one panel per question: TV vs eps_s (smooth field), vs eps_J
-    (fourier, omega swept at fixed eps), vs omega at fixed eps_J (the smoothness test), vs the number
-    of training levels M (quantised), and the error's excess over the exact score vs d on a product;
-    each sampler's exact-score TV as a dotted line of its colour; failed runs as crosses."""
-    from .fits import sampler_label
+    """The robustness study (SPEC 11), one panel per question: TV vs eps_s (smooth field) at fixed
+    steps and at equal NFE, vs eps_J (fourier, omega swept at fixed eps), vs omega at fixed eps_J
+    (the smoothness test), vs the number of training levels M (quantised), the error's excess over
+    the exact score vs d on a product, and a learned score vs NFE. Colour and marker name the
+    sampler; HEROISM with N = ceil(log T) sweeps is dashed with open markers beside its N = K (solid,
+    filled); each sampler's exact-score TV is dotted in its colour; failed runs are crosses."""
+    from .fits import EQUAL_NFE, sampler_label
     d = df.copy()
     d["label"] = [sampler_label(r) for r in d.to_dict("records")]
     d["field"] = d["score_field"].fillna("exact")
+    d["budget"] = d["nfe_budget"].astype(float) if "nfe_budget" in d else np.nan
     labels = list(dict.fromkeys(d["label"]))
-    mix, prod = d[d.target != "rademacher-cube"], d[d.target == "rademacher-cube"]
+    bases = list(dict.fromkeys(lab.split(" N=")[0] for lab in labels))
+
+    def style(lab):
+        i = bases.index(lab.split(" N=")[0])
+        paper = " N=" in lab
+        return dict(color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)], markersize=3.5, linewidth=1.0,
+                    linestyle="--" if paper else "-", markerfacecolor="white" if paper else OKABE_ITO[i % 8])
+
+    fixed = d[d.budget.isna()]
+    mix, prod = fixed[fixed.target != "rademacher-cube"], fixed[fixed.target == "rademacher-cube"]
+    at = d[(d.target != "rademacher-cube") & (d.budget == EQUAL_NFE)]
     eps = mix.score_eps.astype(float)
-    panels = [("smooth field: TV vs $\\varepsilon_s$", mix[mix.field == "smooth"], "score_err", np.sqrt,
-               "realised $\\varepsilon_s = (E|\\hat s - s|^2)^{1/2}$"),
+    panels = [("smooth field: TV vs $\\varepsilon_s$ (fixed steps)", mix[mix.field == "smooth"], "score_err", np.sqrt,
+               "realised $\\varepsilon_s = (E|\\hat s - s|^2)^{1/2}$", mix),
+              (f"smooth field at {EQUAL_NFE} NFE", at[at.field == "smooth"], "score_err", np.sqrt,
+               "realised $\\varepsilon_s$ (every sampler at the same NFE)", at),
               ("fourier, $\\varepsilon$ = 0.01: TV vs $\\varepsilon_J$", mix[(mix.field == "fourier") & np.isclose(eps, 0.01)],
-               "jac_err", np.sqrt, "realised $\\varepsilon_J = (E|\\nabla\\hat s - \\nabla s|_F^2)^{1/2}$"),
+               "jac_err", np.sqrt, "realised $\\varepsilon_J = (E|\\nabla\\hat s - \\nabla s|_F^2)^{1/2}$", mix),
               ("smoothness test: $\\varepsilon\\omega$ fixed", mix[(mix.field == "fourier") & np.isclose(eps * mix.score_omega.astype(float), 0.04)],
-               "score_omega", None, "frequency $\\omega$ ($\\varepsilon_J$ fixed, higher derivatives grow)"),
+               "score_omega", None, "frequency $\\omega$ ($\\varepsilon_J$ fixed, higher derivatives grow)", mix),
               ("quantised in $\\tau$: TV vs M", mix[mix.field == "quantised"], "score_levels", None,
-               "training levels M (of DDPM's 1000)")]
-    n_panels = len(panels) + (1 if len(prod) else 0)
-    fig = Figure(figsize=(3.6 * 3, 3.1 * 2 + 0.9), dpi=130)
-    axes = fig.subplots(2, 3, squeeze=False).ravel()
-    exact = {lab: g for lab, g in mix[mix.field == "exact"].groupby("label")}
-    for ax, (title, sub, xcol, xf, xlabel) in zip(axes, panels):
+               "training levels M (of DDPM's 1000)", mix)]
+    fig = Figure(figsize=(3.3 * 4, 3.0 * 2 + 0.9), dpi=130)
+    axes = fig.subplots(2, 4, squeeze=False).ravel()
+    k = 0
+    for title, sub, xcol, xf, xlabel, floors in panels:
+        if not len(sub):
+            continue
+        ax = axes[k]
+        k += 1
+        exact = {lab: g for lab, g in floors[floors.field == "exact"].groupby("label")}
         ok = sub[sub.status == "ok"]
-        for i, lab in enumerate(labels):
+        for lab in labels:
             g = ok[ok.label == lab].sort_values(xcol)
             if not len(g):
                 continue
             x = g[xcol].to_numpy(float)
             x = xf(x) if xf else x
-            st = dict(color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)], markersize=3.5, linewidth=1.0,
-                      markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
+            st = style(lab)
             ax.errorbar(x, g["tv"], yerr=2 * g["tv_se"], capsize=1.5, elinewidth=0.6, **st)
             if lab in exact:
-                ax.axhline(float(exact[lab].tv.iloc[0]), color=OKABE_ITO[i % 8], linestyle=":", linewidth=0.7)
+                ax.axhline(float(exact[lab].tv.iloc[0]), color=st["color"], linestyle=":", linewidth=0.7)
         fx = sub[sub.status != "ok"]
         if len(fx):
             x = fx[xcol].to_numpy(float)
@@ -602,8 +620,9 @@ def robustness(df, path=None, quick=False):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("TV$(p_{out}, q)$ ± 2 se")
     if len(prod):
-        ax = axes[len(panels)]
-        for i, lab in enumerate(labels):
+        ax = axes[k]
+        k += 1
+        for lab in labels:
             g = prod[(prod.label == lab) & (prod.status == "ok")]
             rows = []
             for dim, h in g.groupby("dim"):
@@ -614,28 +633,45 @@ def robustness(df, path=None, quick=False):
             rows = [r for r in rows if r[1] > 0]
             if rows:
                 x, y, e = map(np.array, zip(*rows))
-                ax.errorbar(x, y, yerr=np.minimum(e, 0.99 * y), color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)],
-                            markersize=3.5, linewidth=1.0, capsize=1.5, elinewidth=0.6,
-                            markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
+                ax.errorbar(x, y, yerr=np.minimum(e, 0.99 * y), capsize=1.5, elinewidth=0.6, **style(lab))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_ticks(ax, prod.dim.unique())
         ax.set_title("rademacher-cube: the error's TV vs d")
         ax.set_xlabel("dimension d (per-coordinate $\\varepsilon$ fixed)")
-        ax.set_ylabel("TV(score error) − TV(exact score)")
-    for ax in axes[n_panels:]:
-        ax.axis("off")
-    handles = [matplotlib.lines.Line2D([], [], color=OKABE_ITO[i % 8], marker=MARKERS[i % len(MARKERS)], label=lab,
-                                       markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
-               for i, lab in enumerate(labels)]
+        ax.set_ylabel("TV(score error) − TV(exact score), > 0 only")
+    le = d[d.budget.notna() & d.field.isin(["learned", "exact"]) & (d.target != "rademacher-cube")]
+    if (le.field == "learned").any():
+        ax = axes[k]
+        k += 1
+        for lab in labels:
+            for field, ls in (("learned", None), ("exact", ":")):
+                g = le[(le.label == lab) & (le.field == field) & (le.status == "ok")]
+                g = g[g.nfe <= g.budget].sort_values("nfe")
+                if not len(g):
+                    continue
+                st = style(lab)
+                if ls:
+                    st.update(linestyle=ls, marker="none", linewidth=0.8)
+                ax.errorbar(g["nfe"], g["tv"], yerr=2 * g["tv_se"], capsize=1.5, elinewidth=0.6, **st)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_ticks(ax, le.nfe_budget.dropna().unique())
+        ax.set_title("learned score (MLP, DSM) vs NFE")
+        ax.set_xlabel("NFE (budgets 10-100)")
+        ax.set_ylabel("TV ± 2 se (dotted: exact score)")
+    handles = [matplotlib.lines.Line2D([], [], label=lab, **style(lab)) for lab in labels]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", linestyle=":", label="exact-score TV (same colour)"))
     handles.append(matplotlib.lines.Line2D([], [], color="0.0", linestyle="none", marker="x", label="failed (map folded)"))
-    spare = axes[n_panels] if n_panels < len(axes) else None
-    if spare is not None:
-        spare.legend(handles=handles, loc="center", fontsize=7, frameon=False)
+    for ax in axes[k:]:
+        ax.axis("off")
+    if k < len(axes):
+        axes[k].legend(handles=handles, loc="center", fontsize=6.5, frameon=False, ncol=1 if len(handles) <= 12 else 2)
     else:
-        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=6.5, frameon=False)
-    steps = ", ".join(str(int(s)) for s in sorted(d.steps.unique()))
-    return _finish(fig, f"Robustness to score errors: TV at {steps} steps, n = {int(mix.n.iloc[0]) if len(mix) else ''}",
+        fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=6.5, frameon=False)
+    steps = ", ".join(str(int(v)) for v in sorted(mix.steps.unique())) if len(mix) else ""
+    return _finish(fig, f"Robustness to score errors: gmm-aniso d = 8 at {steps} steps (n = {int(mix.n.iloc[0]) if len(mix) else ''}) "
+                   f"and at equal NFE; a product to d = {int(prod.dim.max()) if len(prod) else ''}",
                    mix if len(mix) else d, quick, path)
 
 

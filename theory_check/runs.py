@@ -9,7 +9,8 @@ Spec keys (defaults in DEFAULTS):
     target_args                     the product families' shape parameters (a table: scale, width)
     score_eps, score_field          a score-error field on the target (targets.errors): "smooth" (Perturbed)
                                     and "fourier" of size score_eps > 0 (fourier: frequency score_omega;
-                                    separable on the products), "quantised" at score_levels training levels
+                                    separable on the products), "quantised" at score_levels training levels,
+                                    "learned" (an MLP trained by denoising score matching, score_eps 0)
     sampler, sampler_args           the sampler (samplers.make): a built-in name or alias, or
                                     "package.module:attr"; sampler_args its parameters (a table)
     K, N, nodes, sweep              HEROISM's parameters (K may be "log"; N "K", "K-1", "2K", "paper")
@@ -89,6 +90,8 @@ def normalise(spec):
         out.update(K=None, N=None, nodes=None, sweep=None)
     else:
         out["N"] = S.parse_N(out["N"], out["K"])
+        if out["K"] == 1:       # one node per step: the sweeps have nothing to refine (the same map, the same NFE)
+            out["N"] = 1
     out["schedule"] = {"karras": "edm"}.get(out["schedule"], out["schedule"])    # the EDM grid's other name
     if isinstance(out["target"], str):
         out["target"] = targets.canonical(out["target"])
@@ -178,6 +181,7 @@ def _check_args(out):
 
 
 JACOBIANS = ("auto", "none", "full", "structured", "diagonal")
+SCORE_BANDS = (0.0, 1e-2, 1e-1, 1.0)        # tau bands of the rows' score_err_bands
 MAX_STEPS = 10 ** 6             # steps, max_steps and nfe_budget: beyond, a schedule alone is tens of MB per run
 W2_METHODS = ("exact", "sliced")
 W2_EXACT_MAX_N = 10_000         # POT's network simplex is O(n^3): ~1 min at n = 1e4 here
@@ -223,7 +227,9 @@ def _validate_field(out):
         raise ValueError(f"score_field must be one of {targets.FIELDS}, got {checks.show(field)}")
     if field == "quantised" and out["score_eps"]:
         raise ValueError("score_eps must be 0 with score_field = 'quantised': its error is set by score_levels")
-    active = field == "quantised" or out["score_eps"] > 0
+    if field == "learned" and out["score_eps"]:
+        raise ValueError("score_eps must be 0 with score_field = 'learned': its error is set by the training")
+    active = field in ("quantised", "learned") or out["score_eps"] > 0
     out["score_field"] = field if active else None
     out["score_omega"] = checks.positive(out["score_omega"], "score_omega") if active and field == "fourier" else None
     if active and field == "quantised":
@@ -267,6 +273,9 @@ def _target_bytes(spec):
         total += (3 * d * width + 4 * _PERTURBED_DRAWS * max(d, width)) * 8
     elif field == "fourier":                                # features (m = 64, or 16 per coordinate)
         total += (4 * _PERTURBED_DRAWS * d + 6 * 256 * d * 64 + 4 * spec["n"] * d * 16) * 8
+    elif field == "learned":                                # the layers' Jacobians, (rows, width, d) each
+        rows = min(spec["n"], S.Sampler.chunk_rows(d, "full"))
+        total += 6 * rows * targets.learned.TRAINING["width"] * (d + 2) * 8
     return total
 
 
@@ -318,6 +327,8 @@ def build(spec, field=True):
                                       separable=target.diagonal)
     elif field == "quantised":
         target = targets.QuantisedError(target, spec["score_levels"])
+    elif field == "learned":
+        target = targets.LearnedScore(target, dict(seed=spec["target_seed"]))
     return target, make_sampler(spec)
 
 
@@ -383,6 +394,8 @@ def _one(spec, target, sampler, steps, jac, rows=None):
         row["w2"], row["w2_floor"] = M.w2_report(target, r, spec["w2_method"], seed=spec["seed"])
     if r.score_error is not None:
         row["score_err"], row["jac_err"], row["jac_err_op"] = r.score_error
+        # the same per noise band [lo, hi): where along the path the estimate is good or bad
+        row["score_err_bands"] = [[lo, hi, *target.score_error((lo, hi))] for lo, hi in zip(SCORE_BANDS[:-1], SCORE_BANDS[1:])]
     return row
 
 

@@ -25,7 +25,8 @@ Example
 Modules, one concept each: `base` (the `Target` contract, `from_functions`), `mixtures`
 (isotropic, full and subspace Gaussian mixtures), `manifolds` (point clouds on curves and
 surfaces), `sphere`, `products` (independent coordinates, SPEC 9), `errors` (score estimates with
-errors of set size and regularity: `Perturbed`, `FourierError`, `QuantisedError`); `make` and `NAMES` here name the benchmark instances.
+errors of set size and regularity: `Perturbed`, `FourierError`, `QuantisedError`), `learned`
+(`LearnedScore`, an MLP trained by denoising score matching; torch for training only); `make` and `NAMES` here name the benchmark instances.
 """
 
 import numpy as np
@@ -34,12 +35,13 @@ from .. import checks
 from . import products
 from .base import LOG_2PI, FunctionTarget, Target, from_functions  # noqa: F401 -- LOG_2PI: sampling uses it
 from .errors import FIELDS, KEEPS, FourierError, Perturbed, QuantisedError, ScoreError, ddpm_levels
+from .learned import LearnedScore
 from .manifolds import PointCloud, _embedding, circle, swiss_roll, torus
 from .mixtures import GaussianMixture, IsotropicGaussianMixture, SubspaceGaussianMixture
 from .sphere import Sphere, _bessel_ratio  # noqa: F401 -- _bessel_ratio: its mpmath tests
 
 __all__ = ["Target", "FunctionTarget", "from_functions", "IsotropicGaussianMixture", "PointCloud", "GaussianMixture",
-           "SubspaceGaussianMixture", "Sphere", "ScoreError", "Perturbed", "FourierError", "QuantisedError",
+           "SubspaceGaussianMixture", "Sphere", "ScoreError", "Perturbed", "FourierError", "QuantisedError", "LearnedScore",
            "ddpm_levels", "FIELDS", "canonical", "circle", "swiss_roll", "torus", "make", "NAMES",
            "products"]
 

@@ -87,14 +87,19 @@ class ScoreError(Target):
         self._record(tau, delta, dJ)
         return logq, s + delta, (J + dJ) if want_jac else J
 
-    def score_error(self):
+    def score_error(self, band=None):
         """Realised errors over the recorded evaluations, averaged over every (evaluation, sample)
         pair (so a batch run in chunks gives the same): (eps_s^2 = mean |s_hat - s|^2,
         mean |grad s_hat - grad s|_F^2, mean |grad s_hat - grad s|_2^2); the last two NaN when no
-        evaluation carried a Jacobian."""
+        evaluation carried a Jacobian. `band` (lo, hi): only the evaluations with lo <= tau < hi
+        (all NaN when there are none)."""
         if not self.records:
             raise ValueError("no score evaluations recorded yet")
         rec = np.array(self.records)
+        if band is not None:
+            rec = rec[(rec[:, 0] >= band[0]) & (rec[:, 0] < band[1])]
+            if not len(rec):
+                return np.nan, np.nan, np.nan
         has_jac = np.isfinite(rec[:, 3])
         jac = [float(rec[has_jac, k].sum() / rec[has_jac, 1].sum()) if has_jac.any() else np.nan for k in (3, 4)]
         return float(rec[:, 2].sum() / rec[:, 1].sum()), jac[0], jac[1]
@@ -275,7 +280,8 @@ class QuantisedError(ScoreError):
         return s_hat, c_hat, G_hat
 
 
-FIELDS = ("smooth", "fourier", "quantised")
+FIELDS = ("smooth", "fourier", "quantised", "learned")
 # The structure of the base's score Jacobian each field keeps, as runs build them (fourier is
 # separable on the products, so it keeps their diagonal; smooth features couple every coordinate).
-KEEPS = {None: ("structured", "diagonal"), "smooth": (), "fourier": ("diagonal",), "quantised": ("structured", "diagonal")}
+KEEPS = {None: ("structured", "diagonal"), "smooth": (), "fourier": ("diagonal",), "quantised": ("structured", "diagonal"),
+         "learned": ()}
