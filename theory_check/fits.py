@@ -6,8 +6,8 @@ shape, tau_min, K, N),
     log NFE_min = a + b log d                 (dimension and tightness studies, eps fixed)
     log NFE_min = a + c log(1/eps)            (epsilon study, d fixed)
 by least squares weighted by the Monte-Carlo standard error of each log NFE_min
-(`nfe_min_log_se`), with 95% intervals from a pairs bootstrap (2000 resamples, seeded) and,
-beside them, the t-interval. Verdict per exponent: the interval contains the theory value ->
+(`nfe_min_log_se`), with 95% intervals from a pairs bootstrap (2000 resamples, seeded) on five
+points or more and the t-interval (its degrees of freedom stated) on fewer. Verdict per exponent: the interval contains the theory value ->
 "consistent with the bound"; lies below it -> "tighter than the bound" (the bound is not
 attained here); lies above it by no more than one power of a logarithm could explain ->
 "consistent up to a log factor"; above that -> "violates the bound". The bound holds up to log
@@ -27,6 +27,9 @@ __all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "nfe_min_fit", "compare_
 N_BOOT = 2000
 
 
+BOOT_MIN_POINTS = 5         # fewer points: the t-interval is reported, not the pairs bootstrap
+
+
 def linear_fit(X, y, seed=0, n_boot=N_BOOT, sigma=None):
     """Least squares of y on [1, X] with pairs-bootstrap and t 95% intervals for each slope.
 
@@ -34,7 +37,8 @@ def linear_fit(X, y, seed=0, n_boot=N_BOOT, sigma=None):
     1/sigma^2, and the t-interval's covariance (A^T W A)^-1 is scaled by the reduced chi-square
     when it exceeds 1 (Birge ratio: scatter beyond the stated errors widens the interval, a
     better fit than the errors allow never narrows it below them). Returns dict(coef, intercept,
-    boot_lo, boot_hi, t_lo, t_hi, n, chi2_red).
+    boot_lo, boot_hi, t_lo, t_hi, n, chi2_red, ci_lo, ci_hi, ci_method): ci_* is the interval to
+    report, the bootstrap's from BOOT_MIN_POINTS points on, else the t-interval (ci_method says which).
 
     >>> f = linear_fit([0.0, 1.0, 2.0, 3.0], [1.0, 3.0, 5.0, 7.0], n_boot=200)
     >>> round(float(f["coef"][0]), 6)
@@ -74,6 +78,15 @@ def linear_fit(X, y, seed=0, n_boot=N_BOOT, sigma=None):
         out.update(boot_lo=np.percentile(boots, 2.5, axis=0), boot_hi=np.percentile(boots, 97.5, axis=0))
     else:
         out.update(boot_lo=np.full(p, np.nan), boot_hi=np.full(p, np.nan))
+    # The interval to report: a pairs bootstrap resamples n points, so on fewer than
+    # BOOT_MIN_POINTS it can only return the slopes through pairs and triples of them (intervals
+    # like [0.138, 0.138] on three points); there the t-interval, whose df says how little it knows.
+    if n >= BOOT_MIN_POINTS and np.all(np.isfinite(out["boot_lo"])):
+        out.update(ci_lo=out["boot_lo"], ci_hi=out["boot_hi"], ci_method=f"pairs bootstrap, {n} points")
+    elif dof > 0:
+        out.update(ci_lo=out["t_lo"], ci_hi=out["t_hi"], ci_method=f"t, df {dof}")
+    else:
+        out.update(ci_lo=out["t_lo"], ci_hi=out["t_hi"], ci_method="none (df 0)")
     return out
 
 
@@ -209,11 +222,11 @@ def exponent_table(dimension=None, epsilon=None, orders=None, min_points=3):
             theory = 1 + 2 / K if law == "d" else 1 / K
             pred = 1 / (2 * p) if law == "d" else 1 / p
             allow = log_allowance(sub["dim"] if law == "d" else 1 / sub["eps"])
-            lo, hi = f["boot_lo"][0], f["boot_hi"][0]
+            lo, hi = f["ci_lo"][0], f["ci_hi"][0]
             rng_txt = (f"d {int(sub.dim.min())}-{int(sub.dim.max())}, eps {sub.eps.iloc[0]:g}" if law == "d"
                        else f"eps {sub.eps.min():g}-{sub.eps.max():g}, d {int(sub.dim.iloc[0])}")
             out.append(dict({k: _num(v) for k, v in key.items()}, law=law, exponent="b" if law == "d" else "c",
-                            fitted=f["coef"][0], ci_lo=lo, ci_hi=hi, t_lo=f["t_lo"][0], t_hi=f["t_hi"][0],
+                            fitted=f["coef"][0], ci_lo=lo, ci_hi=hi, ci_method=f["ci_method"], t_lo=f["t_lo"][0], t_hi=f["t_hi"][0],
                             chi2_red=f["chi2_red"], theory=theory, n_points=f["n"], log_allowance=allow, range=rng_txt,
                             verdict=verdict(lo, hi, theory, allow), p=p, p_source=p_src, prediction=pred,
                             vs_prediction=compare_prediction(lo, hi, pred)))
@@ -249,8 +262,8 @@ def order_table(df, last=4):
             s = sub[mask].tail(last)
             if len(s) >= 3:
                 f = linear_fit(np.log(s["nfe"]), np.log(s[metric]), sigma=tv_log_se(s) if metric == "tv" else None)
-                row.update({f"{metric}_order": -f["coef"][0], f"{metric}_ci_lo": -f["boot_hi"][0],
-                            f"{metric}_ci_hi": -f["boot_lo"][0]})
+                row.update({f"{metric}_order": -f["coef"][0], f"{metric}_ci_lo": -f["ci_hi"][0],
+                            f"{metric}_ci_hi": -f["ci_lo"][0], f"{metric}_ci_method": f["ci_method"]})
         out.append(row)
     return pd.DataFrame(out)
 
@@ -283,7 +296,7 @@ def score_error_table(df):
         row = dict(K=int(K), tv_floor=floor, n_dominated=len(pert))
         if len(pert) >= 3:
             f = linear_fit(0.5 * np.log(pert["score_err"]), np.log(pert["tv"]))
-            row.update(slope=f["coef"][0], ci_lo=f["boot_lo"][0], ci_hi=f["boot_hi"][0])
+            row.update(slope=f["coef"][0], ci_lo=f["ci_lo"][0], ci_hi=f["ci_hi"][0], ci_method=f["ci_method"])
         out.append(row)
     return pd.DataFrame(out)
 
@@ -312,7 +325,7 @@ def generic_table(df, last=4):
             good = sub[sub[metric] > (3 * sub["tv_se"] if metric == "tv" else 1e-10)].tail(last)
             if good["nfe"].nunique() >= 3:
                 f = linear_fit(np.log(good["nfe"]), np.log(good[metric]), sigma=tv_log_se(good) if metric == "tv" else None)
-                row.update(order=-f["coef"][0], ci_lo=-f["boot_hi"][0], ci_hi=-f["boot_lo"][0], note="")
+                row.update(order=-f["coef"][0], ci_lo=-f["ci_hi"][0], ci_hi=-f["ci_lo"][0], ci_method=f["ci_method"], note="")
             else:
                 row["note"] = f"fewer than 3 resolved points ({good['nfe'].nunique()})"
         out.append(row)

@@ -12,6 +12,7 @@ import io
 import matplotlib.lines
 import matplotlib.ticker
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from .fits import CONFIG_KEYS, expected_order, nfe_min_fit
@@ -20,8 +21,6 @@ __all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_er
            "FIGURES", "figure_for", "context"]
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
-STYLES = ["-", "--", ":", "-."]
-GREYS = ["0.0", "0.35", "0.55", "0.7"]
 RC = {"font.size": 8, "axes.labelsize": 8, "legend.fontsize": 6.5, "axes.titlesize": 8, "axes.grid": True,
       "grid.alpha": 0.3, "lines.markersize": 4.5, "font.family": "serif", "xtick.labelsize": 7, "ytick.labelsize": 7,
       "legend.framealpha": 0.6}
@@ -40,9 +39,16 @@ def _with_rc(fn):
     return wrapper
 
 
+# Okabe & Ito's colour-blind-safe palette, yellow last (faint on white: used only from the 8th series)
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
+
+
 def _style(i):
-    return dict(marker=MARKERS[i % len(MARKERS)], color=GREYS[i % len(GREYS)], linestyle=STYLES[(i // 4) % len(STYLES)],
-                markerfacecolor="white" if i % 2 else GREYS[i % len(GREYS)])
+    """Series i of a figure: a colour of OKABE_ITO and a marker, solid line (dashed and dotted lines
+    are kept for guides and floors); from the 9th series on the colours repeat with hollow markers."""
+    c = OKABE_ITO[i % len(OKABE_ITO)]
+    return dict(marker=MARKERS[i % len(MARKERS)], color=c, linestyle="-",
+                markerfacecolor="white" if (i // len(OKABE_ITO)) % 2 else c)
 
 
 def _figure(ncols, width=4.2, height=3.3):
@@ -115,6 +121,12 @@ def _failures(ax, df_failed, xcol, label="failed (map folded or non-finite)"):
     x = df_failed[xcol].to_numpy(float)
     ax.plot(x, np.full(len(x), 0.97), "x", color="0.0", markersize=6, transform=ax.get_xaxis_transform(),
             clip_on=False, label=f"{label} ({len(x)})")
+    # several failures at one x share a cross: their count is written beside it, so none is hidden
+    xs, counts = np.unique(x[np.isfinite(x)], return_counts=True)
+    for xv, c in zip(xs, counts):
+        if c > 1:
+            ax.text(xv, 0.97, f" n={c}", transform=ax.get_xaxis_transform(), fontsize=5.5, va="center", ha="left",
+                    clip_on=False)
 
 
 def _plain_ticks(ax, values):
@@ -139,9 +151,11 @@ def _n_label(N):
 
 @_with_rc
 def order(df, path=None, quick=False):
-    """TV, KL and pathwise error vs NFE for HEROISM with N = K (K = 1: N = 0), with the expected
-    slopes: -p for TV and the pathwise error, -2p for KL (KL ~ error^2)."""
-    ok = df[(df.status == "ok") & (df.N.astype(str) == df.K.astype(int).map(lambda k: "0" if k == 1 else str(k)))]
+    """TV, KL and pathwise error vs NFE for HEROISM with N = K (K = 1 has no sweeps: any N), with
+    the expected slopes -p for TV and the pathwise error, -2p for KL (KL ~ error^2), dashed in the
+    series' colour a factor 5 below its last four points (so they never hide the data)."""
+    K_int = df.K.astype(int)
+    ok = df[(df.status == "ok") & ((K_int == 1) | (df.N.astype(str) == K_int.astype(str)))]
     metrics = [("tv", "TV$(p_\\mathrm{out}, q_{\\tau_\\mathrm{end}})$ (> 3 se)", 1),
                ("kl", "KL$(p_\\mathrm{out} \\| q)$ (> 3 se)", 2),
                ("coupling_rmse", "pathwise RMS error $\\sqrt{E|x - \\Phi(x_\\mathrm{in})|^2}$", 1)]
@@ -158,18 +172,18 @@ def order(df, path=None, quick=False):
             if len(sub) < 2:
                 continue
             used = True
-            p = expected_order(K, 0 if K == 1 else K)
-            ax.loglog(sub["nfe"], sub[metric], label=f"K={int(K)}, N={'0' if K == 1 else int(K)} (slope −{power * p})",
-                      **_style(i))
-            _slope_line(ax, sub["nfe"].tail(4), sub[metric].tail(4), -power * p, None, color=GREYS[i % 4])
+            p = expected_order(K, K)
+            name = "K=1 (Euler)" if K == 1 else f"K=N={int(K)}"
+            ax.loglog(sub["nfe"], sub[metric], label=f"{name} (slope −{power * p})", **_style(i))
+            _slope_line(ax, sub["nfe"].tail(4), 0.2 * sub[metric].tail(4), -power * p, None, color=OKABE_ITO[i % 8])
         ax.set_xlabel("score evaluations (NFE)")
         ax.set_ylabel(lab)
         if used:
             ax.legend(loc="lower left")
         drawn.append(used)
     _drop_empty(fig, axes, drawn)
-    return _finish(fig, "Convergence of HEROISM, N = K (dashed: expected slopes, −p for TV and pathwise, "
-                        "−2p for KL; p = min(N+1, q_K); K = 3 and 4 both have p = 4)", df, quick, path)
+    return _finish(fig, "Convergence of HEROISM, N = K (dashed, ×0.2 below each curve: expected slopes, −p for TV "
+                        "and pathwise, −2p for KL; p = min(N+1, q_K); K = 3 and 4 both have p = 4)", df, quick, path)
 
 
 def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambda v: v):
@@ -187,8 +201,8 @@ def _minimal_panels(df, xcol, xlab, theory, title, quick, path, xtransform=lambd
             if len(sub) >= 2:
                 f = nfe_min_fit(np.log(x), sub, n_boot=0)      # the exponent table's fit: same slope
                 xs = np.array([x.min(), x.max()])
-                ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "-", color=GREYS[i % 4], linewidth=0.9)
-                _slope_line(ax, x, sub["nfe_min"], theory(K), None, ":", color=GREYS[i % 4])
+                ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "-", color=OKABE_ITO[i % 8], linewidth=0.9)
+                _slope_line(ax, x, sub["nfe_min"], theory(K), None, ":", color=OKABE_ITO[i % 8])
                 label += f": fit {f['coef'][0]:.2f}, theory {theory(K):.2f}"
             ax.loglog(x, sub["nfe_min"], linestyle="none", label=label, **st)
         c = cens[cens.target == target]
@@ -246,13 +260,13 @@ def dimension(df, path=None, quick=False):
             for paper, sub in subK.groupby(subK.N.map(_is_paper)):
                 sub = sub.sort_values("dim")
                 x, y = sub["dim"].to_numpy(float), sub["nfe_min"].to_numpy(float)
-                ax.loglog(x, y, linestyle="none", marker=MARKERS[i], color=GREYS[i % 4],
-                          markerfacecolor="white" if paper else GREYS[i % 4])
+                ax.loglog(x, y, linestyle="none", marker=MARKERS[i], color=OKABE_ITO[i % 8],
+                          markerfacecolor="white" if paper else OKABE_ITO[i % 8])
                 if sub["dim"].nunique() >= 2:
                     f = nfe_min_fit(np.log(x), sub, n_boot=0)     # the exponent table's fit
                     xs = np.array([x.min(), x.max()])
                     ax.plot(xs, np.exp(f["intercept"]) * xs ** f["coef"][0], "--" if paper else "-",
-                            color=GREYS[i % 4], linewidth=0.9)
+                            color=OKABE_ITO[i % 8], linewidth=0.9)
         if len(rows):
             Kmax = max(int_Ks)
             _slope_line(ax, rows["dim"], rows["nfe_min"], 1 + 2 / Kmax, None, ":", color="0.3")
@@ -265,7 +279,7 @@ def dimension(df, path=None, quick=False):
     spare = axes[len(targets):]
     for ax in spare[1:]:
         fig.delaxes(ax)
-    handles = [matplotlib.lines.Line2D([], [], linestyle="none", marker=MARKERS[i], color=GREYS[i % 4], label=f"K = {K}")
+    handles = [matplotlib.lines.Line2D([], [], linestyle="none", marker=MARKERS[i], color=OKABE_ITO[i % 8], label=f"K = {K}")
                for i, K in enumerate(Ks)]
     handles += [matplotlib.lines.Line2D([], [], color="0.2", linestyle="-", marker="o", label="N = K (filled), fit"),
                 matplotlib.lines.Line2D([], [], color="0.2", linestyle="--", marker="o", markerfacecolor="white",
@@ -286,14 +300,16 @@ def dimension(df, path=None, quick=False):
 @_with_rc
 def tightness(df, path=None, quick=False):
     """The tightness probe: per K, the fitted d-exponent of every instance (target, shape, tau_min)
-    with its 95% bootstrap interval, beside the theorem's 1 + 2/K and the independent-coordinate
-    prediction 1/(2p); the largest exponent per K ringed."""
+    with its 95% interval (fits.linear_fit: bootstrap on 5 points or more, else t), beside the
+    theorem's 1 + 2/K and the independent-coordinate prediction 1/(2p); the largest exponent per K
+    among the instances with an interval ringed (as SUMMARY's table); fits without an interval
+    (2 points, df 0) drawn apart as small crosses, never ringed."""
     from .fits import exponent_table
     e = exponent_table(df)
     fig, axes = _figure(1, 6.4, 4.0)
     ax = axes[0]
     if len(e):
-        e = e.assign(Ki=e.K.astype(int))
+        e = e.assign(Ki=e.K.astype(int), has_ci=np.isfinite(e.ci_lo.astype(float)) & np.isfinite(e.ci_hi.astype(float)))
         groups = list(e.groupby(["target", "target_args"]))
         index = {key: j for j, (key, _) in enumerate(groups)}
         # spread the instances of one K side by side: a slot per (target, shape), tau_min split within it
@@ -301,21 +317,29 @@ def tightness(df, path=None, quick=False):
                          for t, a, tm in zip(e.target, e.target_args, e.tau_min)]
         for j, ((target, args), sub) in enumerate(groups):
             sub = e[(e.target == target) & (e.target_args == args)]
+            colour = OKABE_ITO[j % 8]
             for tm, g in sub.groupby("tau_min"):
-                ax.errorbar(g.x, g.fitted, yerr=[g.fitted - g.ci_lo, g.ci_hi - g.fitted], linestyle="none",
-                            marker=MARKERS[j % len(MARKERS)], color=GREYS[j % 4], markersize=3.5, elinewidth=0.5,
-                            capsize=1.2, markerfacecolor="white" if float(tm) < 1e-4 else GREYS[j % 4],
+                fitted, bare = g[g.has_ci], g[~g.has_ci]
+                ax.errorbar(fitted.x, fitted.fitted, yerr=[fitted.fitted - fitted.ci_lo, fitted.ci_hi - fitted.fitted],
+                            linestyle="none", marker=MARKERS[j % len(MARKERS)], color=colour, markersize=3.5,
+                            elinewidth=0.5, capsize=1.2, markerfacecolor="white" if float(tm) < 1e-4 else colour,
                             label=f"{target} {args_text(args)}" if tm == sub.tau_min.max() else None)
-        best = e.loc[e.groupby("Ki").fitted.idxmax()]
-        ax.plot(best.x, best.fitted, "o", markersize=11, markerfacecolor="none", color="0.0", markeredgewidth=0.7,
-                label="largest exponent per K")
+                if len(bare):
+                    ax.plot(bare.x, bare.fitted, "x", color=colour, markersize=3, markeredgewidth=0.6)
+        if (~e.has_ci).any():
+            ax.plot([], [], "x", color="0.3", markersize=3, label="2 points, no interval (not in SUMMARY's fits)")
+        fitted = e[e.has_ci]
+        if len(fitted):
+            best = fitted.loc[fitted.groupby("Ki").fitted.idxmax()]
+            ax.plot(best.x, best.fitted, "o", markersize=11, markerfacecolor="none", color="0.0", markeredgewidth=0.7,
+                    label="largest exponent per K (with an interval)")
         Ks = np.arange(e.Ki.min(), e.Ki.max() + 1)
         ax.plot(Ks, 1 + 2 / Ks, "k-", linewidth=1.2, label="theorem 1 + 2/K")
         ax.plot(Ks, [1 / (2 * expected_order(K, K)) for K in Ks], "k--", linewidth=0.8,
                 label="independent coordinates 1/(2p)")
         ax.set_xticks(Ks)
     ax.set_xlabel("K (N = K)")
-    ax.set_ylabel("fitted exponent b of NFE$_{min}$ ∝ $d^b$ (95% CI)")
+    ax.set_ylabel("fitted exponent b of NFE$_{min}$ ∝ $d^b$\n(95% CI: bootstrap from 5 points, else t)")
     ax.plot([], [], "o", color="0.5", markerfacecolor="white", label="hollow: τ_min = 1e-5, filled: 1e-3")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)
     return _finish(fig, "Tightness probe: the largest d-exponent found per K", df, quick, path)
@@ -344,19 +368,23 @@ def refinement(df, path=None, quick=False):
     ok = df[(df.status == "ok") & (df.N.astype(str) != "paper")].copy()
     ok["N"] = ok["N"].astype(int)
     steps = sorted(df.steps.unique())
-    fig, axes = _figure(len(steps), 4.2, 3.4)
+    fig, axes = _figure(len(steps), 4.2, 3.8)
+    handles = {}
     for ax, S in zip(axes, steps):
         for i, (K, sub) in enumerate(ok[ok.steps == S].groupby("K")):
             sub = sub.sort_values("N")
             ax.semilogy(sub["N"], sub["coupling_rmse"], label=f"K={int(K)}", **_style(i))
-        ax.axvline(max(1, int(np.ceil(np.log(S)))), color="0.6", linewidth=0.8, linestyle="--",
-                   label=f"paper's N = ⌈log T⌉ = {max(1, int(np.ceil(np.log(S))))}")
+        n_paper = max(1, int(np.ceil(np.log(S))))
+        ax.axvline(n_paper, color="0.6", linewidth=0.8, linestyle="--", label="the paper's N = ⌈log T⌉")
         _failures(ax, df[(df.steps == S) & (df.status != "ok") & (df.N.astype(str) != "paper")].astype({"N": int}), "N")
-        ax.set_title(f"{int(S)} steps")
+        ax.set_title(f"{int(S)} steps (paper's N = {n_paper})")
         ax.set_xlabel("refinement sweeps $N$")
         ax.set_ylabel("pathwise RMS error")
-        ax.legend(loc="lower left")
-    return _finish(fig, "Error vs refinement sweeps N", df, quick, path)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    # one legend under the panels: inside, it covered the points beside the paper's N
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=len(handles), frameon=False)
+    return _finish(fig, "Error vs refinement sweeps N", df, quick, path, bottom=0.1)
 
 
 @_with_rc
@@ -365,19 +393,28 @@ def score_error(df, path=None, quick=False):
     ok = df[(df.status == "ok") & (df.score_eps > 0)]
     fig, axes = _figure(1, 4.8, 3.6)
     ax = axes[0]
+    n_k = ok["K"].nunique()
     for i, (K, sub) in enumerate(ok.groupby("K")):
         sub = sub.sort_values("score_err")
-        ax.loglog(np.sqrt(sub["score_err"]), sub["tv"], label=f"K={int(K)}", **_style(i))
+        st = _style(i)
+        # where the score error dominates, every K gives the same TV: later K get smaller markers,
+        # hollow, so that coinciding points stay visible one inside the other
+        st.update(markersize=7 - 4 * i / max(n_k - 1, 1), markerfacecolor="white" if i % 2 else st["color"])
+        ax.errorbar(np.sqrt(sub["score_err"]), sub["tv"], yerr=2 * sub["tv_se"], label=f"K={int(K)}", capsize=1.5,
+                    elinewidth=0.6, **st)
         floor = df[(df.K == K) & (df.score_eps == 0) & (df.status == "ok")]["tv"]
         if len(floor):
-            ax.axhline(float(floor.iloc[0]), color=GREYS[i % 4], linewidth=0.6, linestyle=":")
+            ax.axhline(float(floor.iloc[0]), color=st["color"], linewidth=0.7, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     x = np.sqrt(ok["score_err"])
     if len(x):
         big = x > np.median(x)
-        _slope_line(ax, x[big], ok["tv"][big], 1.0, "theory: slope 1 (TV ∝ score error)")
-    ax.plot([], [], ":", color="0.4", label="exact-score floor (ε = 0), per K")
+        # the guide is drawn 3x above the data it is fitted through, so it never hides them
+        _slope_line(ax, x[big], 3 * ok["tv"][big], 1.0, "slope 1 (TV ∝ score error), offset ×3 above the data")
+    ax.plot([], [], ":", color="0.4", label="exact-score floor (ε = 0), per K (its colour)")
     ax.set_xlabel("realised RMS score error $(\\overline{E|\\hat s - s|^2})^{1/2}$")
-    ax.set_ylabel("TV$(p_\\mathrm{out}, q)$")
+    ax.set_ylabel("TV$(p_\\mathrm{out}, q)$ ± 2 se")
     ax.legend(loc="lower right")
     return _finish(fig, "Graceful degradation with score error", df, quick, path)
 
@@ -424,15 +461,15 @@ def _n_kind(r):
 @_with_rc
 def samplers(df, path=None, quick=False):
     """TV at equal NFE budgets, one row of panels per target. Left: the production samplers and,
-    as a thick grey line, the best HEROISM configuration at each budget. Right: every HEROISM
-    configuration (grey: K; marker: N; line style: nodes and sweep). TV with 2 se bars, ringed
+    as a thick grey band, the best HEROISM configuration at each budget. Right: every HEROISM
+    configuration (colour: K; marker: N; line style: nodes and sweep). TV with 2 se bars, ringed
     where not resolved (TV <= 3 se); failed runs are crosses at the top edge."""
     import matplotlib
     d = df.copy()
     d["label"] = d.apply(_sampler_label, axis=1)
     cases = list(d.groupby(["target", "dim"], sort=False))
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(9.6, 3.0 * len(cases) + 1.5), dpi=130)
+        fig = Figure(figsize=(9.6, 3.0 * len(cases) + 1.9), dpi=130)
         axes = fig.subplots(len(cases), 2, squeeze=False)
     Ks = sorted({str(k) for k in d.loc[d.sampler == "heroism", "K"].dropna()}, key=lambda k: (k == "log", k))
     for row, ((target, dim), c) in zip(axes, cases):
@@ -448,8 +485,8 @@ def samplers(df, path=None, quick=False):
         for (K, nk, nodes, sw), sub in her.groupby([her.K.astype(str), her.apply(_n_kind, axis=1), "nodes", "sweep"]):
             i = Ks.index(K)
             # two budgets can give one configuration the same steps (and run): drawn once
-            _tv_errorbar(row[1], sub.drop_duplicates("nfe").sort_values("nfe"), color=GREYS[i % 4], marker=HEROISM_N[nk],
-                         linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else GREYS[i % 4])
+            _tv_errorbar(row[1], sub.drop_duplicates("nfe").sort_values("nfe"), color=OKABE_ITO[i % 8], marker=HEROISM_N[nk],
+                         linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
         for ax, who in zip(row, ("production samplers", "HEROISM configurations")):
             failed = c[(c.status != "ok") & ((c.sampler == "heroism") == (who != "production samplers"))]
             _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
@@ -464,7 +501,7 @@ def samplers(df, path=None, quick=False):
     for ax in axes[:, 0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             left.setdefault(lab, h)
-    right = [L([], [], color=GREYS[i % 4], marker="s", linestyle="-", markerfacecolor="white" if i % 2 else GREYS[i % 4],
+    right = [L([], [], color=OKABE_ITO[i % 8], marker="s", linestyle="-", markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8],
                label=f"HEROISM K = {K}" + (" (min(12, max(2, ⌈log T⌉)))" if K == "log" else "")) for i, K in enumerate(Ks)]
     right += [L([], [], color="0.3", marker=m, linestyle="none", label=f"N = {'⌈log T⌉' if k == 'paper' else k}")
               for k, m in HEROISM_N.items()]
@@ -473,10 +510,10 @@ def samplers(df, path=None, quick=False):
     right += [L([], [], marker="o", markersize=8, markerfacecolor="none", color="0.0", markeredgewidth=0.5, linestyle="none",
                 label="ringed: TV ≤ 3 se (not resolved)"),
               L([], [], marker="x", color="0.0", linestyle="none", label="failed (map folded or non-finite)")]
-    h = 1.5 / (3.0 * len(cases) + 1.5)
-    fig.legend(list(left.values()), list(left.keys()), loc="lower left", bbox_to_anchor=(0.0, 0.0), ncol=2,
+    h = 1.9 / (3.0 * len(cases) + 1.9)
+    fig.legend(list(left.values()), list(left.keys()), loc="lower left", bbox_to_anchor=(0.0, 0.01), ncol=2,
                fontsize=5.8, frameon=False)
-    fig.legend(handles=right, loc="lower left", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=5.8, frameon=False)
+    fig.legend(handles=right, loc="lower left", bbox_to_anchor=(0.5, 0.01), ncol=2, fontsize=5.8, frameon=False)
     return _finish(fig, "Samplers at equal NFE budgets", df, quick, path, bottom=h, top=0.95)
 
 
@@ -529,7 +566,8 @@ def generic(df, path=None, quick=False):
         groups = ok.groupby(keys, dropna=False) if keys else [((), ok)]
         for i, (vals, sub) in enumerate(groups):
             vals = vals if isinstance(vals, tuple) else (vals,)
-            name = ", ".join(f"{k}={v}" for k, v in zip(keys, vals)) or str(df["sampler"].iloc[0])
+            # a key that does not apply to this configuration (K of a non-HEROISM sampler: NaN) is left out
+            name = ", ".join(f"{k}={_num_text(v)}" for k, v in zip(keys, vals) if not _missing(v)) or str(df["sampler"].iloc[0])
             sub = sub.sort_values("nfe")
             if metric == "tv":
                 ax.errorbar(sub["nfe"], sub["tv"], yerr=2 * sub["tv_se"], capsize=1.5, elinewidth=0.6, label=name,
@@ -538,8 +576,13 @@ def generic(df, path=None, quick=False):
                 ax.plot(sub["nfe"], sub[metric], label=name, **_style(i))
         ax.set_xscale("log")
         ax.set_yscale("log")
-    x = "nfe" if "nfe" in df else "steps"
-    _failures(ax, df[(df.status != "ok") & df[x].notna()], x)
+    # a failed run may have no NFE: place it at its budget, else at its steps (one cross each, counted)
+    bad = df[df.status != "ok"]
+    where = pd.Series(np.nan, index=bad.index)
+    for col in ("nfe", "nfe_budget", "steps"):
+        if col in bad:
+            where = where.fillna(pd.to_numeric(bad[col], errors="coerce"))
+    _failures(ax, bad.assign(_x=where)[where.notna()], "_x")
     ax.set_xlabel("score evaluations (NFE)")
     ax.set_ylabel({"tv": "TV (± 2 se)", "coupling_rmse": "pathwise RMS error", "kl": "KL", "w2": "W2"}.get(metric, "—"))
     if ax.get_legend_handles_labels()[0]:
@@ -548,8 +591,13 @@ def generic(df, path=None, quick=False):
     return _finish(fig, f"{name}: error vs NFE", df, quick, path)
 
 
-# Okabe & Ito's colour-blind-safe palette: eight samplers in one panel stay apart, in colour and by marker
-OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+def _missing(v):
+    return v is None or (isinstance(v, float) and v != v) or str(v) in ("nan", "None")
+
+
+def _num_text(v):
+    """2.0 -> 2 (integers stored as floats by pandas), other values as they are."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 @_with_rc

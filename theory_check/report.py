@@ -155,9 +155,14 @@ def _md_table(header, rows):
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
 
 
+def _method(m):
+    """The interval's method where it is not the default pairs bootstrap (fits.linear_fit)."""
+    return f" ({m})" if isinstance(m, str) and not m.startswith("pairs") else ""
+
+
 def _with_ci(r, metric):
     return (f"{_fmt(r.get(metric + '_order'), '.2f')} [{_fmt(r.get(metric + '_ci_lo'), '.2f')}, "
-            f"{_fmt(r.get(metric + '_ci_hi'), '.2f')}]")
+            f"{_fmt(r.get(metric + '_ci_hi'), '.2f')}]{_method(r.get(metric + '_ci_method'))}")
 
 
 def _fmt(v, spec=".3g"):
@@ -292,7 +297,7 @@ FAMILY = {
 
 
 def _ci(r, spec=".2f"):
-    return f"{_fmt(r.fitted, spec)} [{_fmt(r.ci_lo, spec)}, {_fmt(r.ci_hi, spec)}]"
+    return f"{_fmt(r.fitted, spec)} [{_fmt(r.ci_lo, spec)}, {_fmt(r.ci_hi, spec)}]{_method(getattr(r, 'ci_method', None))}"
 
 
 def _exponent_sections(e):
@@ -300,7 +305,8 @@ def _exponent_sections(e):
     the second prediction beside each."""
     lines = ["## Exponents of the minimal NFE (TV + 2 se ≤ ε)", "",
              "Theorem (Li, Zhou, Wei & Chen 2025): NFE ≲ d^(1+2/K) ε^(−1/K) up to log factors, an upper bound. "
-             "Fitted by weighted least squares on log NFE_min; 95% CI from a pairs bootstrap. Verdict against the "
+             "Fitted by weighted least squares on log NFE_min; 95% CI from a pairs bootstrap on 5 points or more, "
+             "else a t-interval with its degrees of freedom (n − 2) stated beside it. Verdict against the "
              "theorem: a CI above it by at most 1/ln(x_c) (one power of log at the range's centre) is 'consistent "
              "up to a log factor'. Second prediction, for comparison only: for independent coordinates TV ≈ √d × "
              "(per-coordinate error ∝ h^p), so NFE ∝ d^(1/(2p)) ε^(−1/p), p the order of the configuration.", ""]
@@ -586,7 +592,9 @@ def summary(out, quick, elapsed, studies_dir=None):
               "- **Orders** are −slopes of log error vs log NFE; exponents are slopes of log minimal NFE. Both fits "
               "are weighted by the Monte-Carlo standard errors (log TV: se/TV; log NFE_min: the TV's se at the "
               "threshold carried to steps by the local slope of the search, with the search's 3% resolution); 95% "
-              "CIs from a pairs bootstrap (2000 resamples) of the weighted fit; χ²_red > 1 says the points scatter "
+              "CIs from a pairs bootstrap (2000 resamples) of the weighted fit where it has 5 points or more; on fewer "
+              "a bootstrap can only return the slopes through pairs of points, so the t-interval (Birge-scaled, "
+              "df = points − 2, stated as '(t, df k)') is given instead; χ²_red > 1 says the points scatter "
               "beyond their Monte-Carlo errors (the power law is only approximate over the range).",
               f"- {n_runs} runs in all, {n_failed} failed (listed under Failed runs).", ""]
     if "exponents" in t and len(t["exponents"]):
