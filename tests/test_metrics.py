@@ -6,7 +6,7 @@ import pytest
 from scipy import integrate, linalg, optimize, stats
 
 from test_samplers import gaussian_flow, gaussian_target
-from theory_check import metrics, sample, schedules, targets
+from theory_check import metrics, runs, sample, schedules, targets
 from theory_check.samplers import DDIM, RK4, DPMSolverPP, Heroism, Reference
 
 LINEAR = [DDIM(), Heroism(3, 3), Heroism(2, 1, "chebyshev"), DPMSolverPP(2), RK4()]
@@ -168,3 +168,29 @@ def test_exact_w2_refuses_an_unconverged_solver(monkeypatch):
 def test_bad_metric_input(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_weight_diagnostics_against_their_definitions_and_heavy_tails():
+    from theory_check.metrics import kl_tail_limit, weight_diagnostics
+    rng = np.random.default_rng(5)
+    lw = 0.3 * rng.standard_normal(5000)
+    w, ell = np.exp(lw), -lw
+    ess, tail = weight_diagnostics(lw)
+    # the definitions computed directly (moderate weights: no overflow to avoid)
+    assert ess == pytest.approx(w.sum() ** 2 / (len(w) * np.sum(w * w)), rel=1e-12)
+    assert tail == pytest.approx(np.max((ell - ell.mean()) ** 2) / np.sum((ell - ell.mean()) ** 2), rel=1e-12)
+    # light tails pass; a Student-t with 1.5 degrees of freedom (infinite variance) is flagged at n = 20000,
+    # where one term carries ~25% of the squared deviations against the limit 20 ln(n)/n ~ 1%
+    light = metrics.TVKL(0.0, 0.0, 0.0, 0.0, 5000, ess, tail)
+    heavy = metrics.TVKL(0.0, 0.0, 0.0, 0.0, 20000, *weight_diagnostics(0.01 * rng.standard_t(1.5, 20000)))
+    assert light.kl_se_reliable and not heavy.kl_se_reliable
+    assert kl_tail_limit(20) == 1.0
+    # one sample holding all the weight: ess ~ 1/n, computed without overflow from log w ~ 1000
+    ess1, _ = weight_diagnostics(np.r_[1000.0, np.zeros(99)])
+    assert ess1 == pytest.approx(0.01, rel=1e-9)
+
+
+def test_a_run_row_carries_the_weight_diagnostics():
+    row = runs.evaluate(runs.normalise(dict(target="gmm-aniso", dim=3, sampler="heroism", K=2, steps=24, n=300)))
+    assert row["status"] == "ok", row.get("error")
+    assert 0 < row["ess"] <= 1 and 0 < row["kl_tail"] < 1 and isinstance(row["kl_se_reliable"], bool)

@@ -86,6 +86,10 @@ def _cmd_sample(a):
         if "kl" in row and row.get("kl_se") is not None and abs(row["kl"]) <= 2 * row["kl_se"]:
             print(f"theory-check sample: warning: KL = {row['kl']:.3g} is within 2 se ({row['kl_se']:.2g}) of 0: "
                   "not resolved at this sample size", file=sys.stderr)
+        if row.get("kl_se_reliable") is False:
+            print(f"theory-check sample: warning: the log-weights are heavy-tailed (one sample carries "
+                  f"{row['kl_tail']:.0%} of the KL terms' variance; effective sample size {row['ess']:.0%} of n): "
+                  "the KL's standard error is not reliable", file=sys.stderr)
     if a.format == "json":
         import json
         print(json.dumps({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}, default=str))

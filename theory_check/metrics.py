@@ -25,17 +25,57 @@ import numpy as np
 from . import checks
 from .targets import Target
 
-__all__ = ["TVKL", "log_ratio", "tv_kl", "w2", "w2_report", "coupling_rmse", "bin_masses", "histogram_tv"]
+__all__ = ["TVKL", "log_ratio", "tv_kl", "weight_diagnostics", "kl_tail_limit", "w2", "w2_report", "coupling_rmse", "bin_masses", "histogram_tv"]
 
 
 @dataclass
 class TVKL:
-    """TV and KL of a run with their Monte-Carlo standard errors, and the sample size n."""
+    """TV and KL of a run with their Monte-Carlo standard errors, the sample size n, and two
+    diagnostics of the importance weights w = q / p_out (`weight_diagnostics`): ess, the effective
+    sample size fraction (sum w)^2 / (n sum w^2), and kl_tail, the share of the KL terms' sum of
+    squared deviations carried by the single largest one; `kl_se_reliable` is False when that share
+    is ten times what a light-tailed sample of size n gives (2 ln n / n), i.e. one sample decides
+    the standard error."""
     tv: float
     tv_se: float
     kl: float
     kl_se: float
     n: int
+    ess: float = float("nan")
+    kl_tail: float = float("nan")
+
+    @property
+    def kl_se_reliable(self):
+        return bool(np.isfinite(self.kl_tail) and self.kl_tail <= kl_tail_limit(self.n))
+
+
+def kl_tail_limit(n):
+    """The largest single-term share of the KL terms' squared deviations that `TVKL.kl_se_reliable`
+    accepts: ten times 2 ln(n)/n, the share the largest of n Gaussian terms takes (its square is
+    about 2 ln n times the variance), capped at 1 (below n ~ 60 no sample can be told heavy-tailed)."""
+    return min(1.0, 20.0 * np.log(max(n, 2)) / max(n, 2))
+
+
+def weight_diagnostics(log_w):
+    """(ess, kl_tail) of the log importance weights log w = log q - log p_out of a run.
+
+    ess = (sum w)^2 / (n sum w^2) (Kong 1992; computed from log w without overflow) is 1 for equal
+    weights and about 1/n when one sample carries all the weight. kl_tail = max_i (l_i - mean l)^2 /
+    sum_i (l_i - mean l)^2 with l = -log w, the KL terms: O(log n / n) for light tails, O(1) when
+    the terms' variance is infinite or one sample sits far out, so the KL's standard error is then
+    not to be trusted (heavy-tailed weights).
+
+    >>> ess, tail = weight_diagnostics(np.zeros(4))
+    >>> float(ess), bool(np.isnan(tail))
+    (1.0, True)
+    """
+    lw = np.asarray(log_w, float)
+    n = len(lw)
+    a = lw - np.max(lw)
+    ess = float(np.exp(2.0 * np.log(np.sum(np.exp(a))) - np.log(np.sum(np.exp(2.0 * a)))) / n)
+    dev = (lw - lw.mean()) ** 2
+    tot = float(dev.sum())
+    return ess, (float(dev.max() / tot) if tot > 0 else float("nan"))
 
 
 def log_ratio(target, result):
@@ -91,7 +131,7 @@ def tv_kl(target, result):
         # the Monte-Carlo error and, beside it, the rounding of log w (systematic, so it does not
         # shrink with n): below it neither TV nor KL is resolved (|(1 - w)_+ change| <= |log w change|)
         return float(np.hypot(np.std(v, ddof=1) / np.sqrt(n), floor)) if n > 1 else float("nan")
-    return TVKL(float(tv_terms.mean()), se(tv_terms), float(kl_terms.mean()), se(kl_terms), n)
+    return TVKL(float(tv_terms.mean()), se(tv_terms), float(kl_terms.mean()), se(kl_terms), n, *weight_diagnostics(lw))
 
 
 # log w = log q - log p_in + logdet is a difference of terms computed to a few ulps each (sums over

@@ -168,6 +168,14 @@ def order(df, path=None, quick=False):
             if metric not in sub:
                 continue
             keep = sub[metric] > (3 * sub[metric + "_se"] if metric + "_se" in sub else 1e-12)
+            if metric == "kl" and "kl_se_reliable" in sub:
+                # a KL whose se one heavy-tailed sample decides: drawn hollow in grey, not as data
+                flag = keep & (sub["kl_se_reliable"] == False)  # noqa: E712 -- rows without the diagnostic are NaN
+                if flag.any():
+                    seen = "KL se unreliable (heavy-tailed weights)" in ax.get_legend_handles_labels()[1]
+                    ax.loglog(sub.nfe[flag], sub.kl[flag], "o", color="0.5", markerfacecolor="white", markersize=4,
+                              label=None if seen else "KL se unreliable (heavy-tailed weights)")
+                keep &= ~flag
             sub = sub[keep]
             if len(sub) < 2:
                 continue

@@ -263,6 +263,15 @@ def _learned_bands(le):
     return out
 
 
+def _unreliable_kl(frames):
+    counts = {name: int((d["kl_se_reliable"] == False).sum()) for name, d in frames.items()  # noqa: E712 -- NaN is not False
+              if "kl_se_reliable" in d}
+    bad = {k: v for k, v in counts.items() if v}
+    if not counts:
+        return ""
+    return ("; flagged rows: " + ", ".join(f"{k} {v}" for k, v in bad.items())) if bad else "; no row is flagged"
+
+
 def _failed_section(frames):
     """Every group of failed runs (study, sampler configuration, reason) with its count."""
     lines = []
@@ -580,7 +589,11 @@ def summary(out, quick, elapsed, studies_dir=None):
               "level, by the change of variables: x_in is drawn from a known law, log p_out(x_out) = log p_in(x_in) − "
               "log|det ∂x_out/∂x_in| (the exact log-determinant of the discrete map), w = q/p_out, TV = mean((1 − w)₊), "
               "KL = −mean(log w). Both are Monte-Carlo means over the n samples of a run, with standard errors "
-              "se = std/√n; TV is resolved (distinguishable from 0) where TV > 3 se.",
+              "se = std/√n; TV is resolved (distinguishable from 0) where TV > 3 se. Each row also carries two "
+              "diagnostics of the weights: ess = (Σw)²/(nΣw²), and kl_tail, the share of the KL terms' squared "
+              "deviations held by the largest one; where it exceeds 20 ln(n)/n (ten times a light-tailed sample's) "
+              "the KL's se is flagged unreliable (kl_se_reliable false: heavy-tailed log-weights, one sample decides "
+              f"the se){_unreliable_kl(f)}.",
               "- **Pathwise RMS error** = √(mean over samples of |x_out − Φ(x_in)|²), Φ the DOP853 reference flow "
               "(rtol 1e-10); an upper bound on W2(p_out, p_ref).",
               "- **Realised score error** (score_error) = mean over all score evaluations of a run, and over the "

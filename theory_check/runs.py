@@ -386,7 +386,8 @@ def _one(spec, target, sampler, steps, jac, rows=None):
     row = dict(steps=steps, nfe=r.nfe, tau_end=float(taus[-1]), sample_time=r.wall_time)
     if jac != "none":
         m = M.tv_kl(target, r)
-        row.update(tv=m.tv, tv_se=m.tv_se, kl=m.kl, kl_se=m.kl_se)
+        row.update(tv=m.tv, tv_se=m.tv_se, kl=m.kl, kl_se=m.kl_se, ess=m.ess, kl_tail=m.kl_tail,
+                   kl_se_reliable=m.kl_se_reliable)
     if "coupling" in spec["metrics"]:
         ref = S.Reference(1e-10, 1e-12).run(target, taus, r.x_in).x
         row["coupling_rmse"] = M.coupling_rmse(r, ref)
