@@ -33,7 +33,7 @@ from . import checks, search
 from . import metrics as M
 from . import samplers as S
 from . import schedules, targets
-from .sampling import INITS, sample
+from .sampling import INITS, auto_jacobian, sample
 
 __all__ = ["DEFAULTS", "METRICS", "SCHEDULES", "normalise", "build", "make_sampler", "schedule", "evaluate", "cost",
            "memory_estimate", "available_memory", "check_memory"]
@@ -357,10 +357,7 @@ def jacobian_mode(target, spec):
         return "none"
     if spec["jacobian"] != "auto":
         return spec["jacobian"]
-    if getattr(target, "diagonal", False):
-        return "diagonal"
-    U = target.active_basis
-    return "structured" if U is not None and U.shape[1] + 1 < target.dim else "full"
+    return auto_jacobian(target, None)
 
 
 def cost(spec):

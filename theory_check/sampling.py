@@ -10,7 +10,7 @@ from .samplers import Sampler
 from .targets import LOG_2PI
 from .targets.errors import ScoreError
 
-__all__ = ["Result", "sample", "initial", "INITS"]
+__all__ = ["Result", "sample", "auto_jacobian", "initial", "INITS"]
 
 INITS = ("exact", "gaussian")
 
@@ -56,7 +56,19 @@ def initial(target, tau, n, init, rng):
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none", rows=None):
+def auto_jacobian(target, sampler):
+    """The Jacobian mode "auto" stands for (the command line's and the studies' default): "none"
+    for a stochastic sampler (no log-determinant), else the cheapest exact mode the target allows:
+    "diagonal" (product targets), "structured" (an active basis smaller than d - 1), else "full"."""
+    if not getattr(sampler, "deterministic", True):
+        return "none"
+    if getattr(target, "diagonal", False):
+        return "diagonal"
+    U = getattr(target, "active_basis", None)
+    return "structured" if U is not None and U.shape[1] + 1 < target.dim else "full"
+
+
+def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="auto", rows=None):
     """Run `sampler` on `n` draws from the initial law at taus[0] (or on the first `rows` of them).
 
     Parameters
@@ -73,8 +85,10 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none", rows
         Higher-Order Approximation", arXiv:2506.24042 (2025).
     seed : int
         Seed of x_in; the same seed gives the same numbers.
-    jacobian : {"none", "full", "structured", "diagonal"}
-        A Jacobian mode gives the log-determinant that `metrics.tv_kl` needs.
+    jacobian : {"auto", "none", "full", "structured", "diagonal"}
+        A Jacobian mode gives the log-determinant that `metrics.tv_kl` needs. "auto" (default, as
+        the command line): `auto_jacobian(target, sampler)`; "none" is fastest when only the
+        samples are wanted (W2, pathwise error).
     rows : int, optional
         Run on the first `rows` of the n seeded draws only (a prefix of the same sample, as the
         minimal-NFE search's cheap probes do); default all n.
@@ -108,6 +122,8 @@ def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="none", rows
     if rows is not None:
         rows = checks.integer(rows, "rows", minimum=1)
         x_in, logp_in = x_in[:rows], logp_in[:rows]
+    if jacobian == "auto":
+        jacobian = auto_jacobian(target, sampler)
     if isinstance(target, ScoreError):
         target.records.clear()
     t0 = time.perf_counter()
