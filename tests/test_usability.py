@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from theory_check import cli, plots, report
+from theory_check import cli, plots, report, sweep
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -155,3 +155,24 @@ def test_main_restores_the_callers_sigterm_handler():
         cli.main(["--version"])
     cli.main(["sample", "--steps", "2", "--samples", "20", "--format", "json"])
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_load_returns_typed_frames(tmp_path):
+    # a small study run here, its CSV read back by theory_check.load: the text columns come back as
+    # what they are, checked against the raw CSV parsed by hand (json, split)
+    import theory_check
+    (tmp_path / "s.toml").write_text(
+        '[study]\nname = "s"\ndescription = "typed"\n[defaults]\ntarget = "uniform-cube"\ndim = 2\nn = 100\nsteps = 6\n'
+        '[[grid]]\nsampler = ["heroism", "ddim"]\nK = 2\nN = ["K", "paper"]\ntarget_args = { scale = 2.0 }\n')
+    sweep.run_study(tmp_path / "s.toml", tmp_path / "o", jobs=1, progress=False)
+    raw = pd.read_csv(tmp_path / "o" / "s.csv")
+    df = theory_check.load(tmp_path / "o", "s")
+    assert str(df.K.dtype) == "Int64" and df.K.isna().sum() == (raw.sampler == "ddim").sum()
+    assert str(df.N.dtype) == "string" and set(df.N.dropna()) == {"2", "paper"}
+    assert list(df.target_args) == [json.loads(v) for v in raw.target_args] and df.target_args.iloc[0] == {"scale": 2.0}
+    assert list(df.metrics) == [v.split(",") for v in raw.metrics]
+    assert str(df.nfe.dtype) == "Int64" and list(df.nfe) == list(raw.nfe)
+    assert str(df.quick.dtype) == "boolean"
+    assert set(theory_check.load(tmp_path / "o")) == {"s"}
+    with pytest.raises(ValueError, match="study: no study 'x'"):
+        theory_check.load(tmp_path / "o", "x")

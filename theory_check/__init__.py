@@ -11,7 +11,14 @@ import os
 
 __version__ = "0.1.0"
 
-__all__ = ["samplers", "schedules", "targets", "sample", "Result", "tune_process", "__version__"]
+__all__ = ["samplers", "schedules", "targets", "sample", "Result", "load", "tune_process", "__version__"]
+
+
+def load(out, study=None):
+    """The study rows of a results folder (`run`'s or `reproduce`'s --out) as typed DataFrames,
+    {study: DataFrame}, or one study's frame: see `report.load_typed`."""
+    from .report import load_typed
+    return load_typed(out, study)
 
 
 def tune_process():

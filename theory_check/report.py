@@ -70,6 +70,62 @@ def load(out):
     return frames
 
 
+JSON_COLUMNS = ("target_args", "sampler_args", "search", "score_err_bands")
+INT_COLUMNS = ("dim", "target_seed", "steps", "n", "seed", "max_steps", "nfe", "nfe_budget", "steps_min", "nfe_min",
+               "score_levels")
+BOOL_COLUMNS = ("censored", "quick", "kl_se_reliable")
+
+
+def load_typed(out, study=None):
+    """The rows of a results folder as typed DataFrames (what `theory_check.load` returns).
+
+    Columns the CSV stores as text come back as what they are: target_args, sampler_args,
+    search and score_err_bands as dicts and lists, metrics as a list; K as a nullable integer
+    (a string column where a study uses K = "log"), N as a string column ("3", "paper"); the
+    integer columns as nullable integers (missing where a run has no value), the flags as nullable
+    booleans. `study` (a name) returns that study's frame alone.
+
+    >>> import theory_check
+    >>> frames = theory_check.load("results")            # doctest: +SKIP
+    >>> frames["dimension"].K.dtype, frames["dimension"].target_args.iloc[0]   # doctest: +SKIP
+    (Int64Dtype(), {})
+    """
+    frames = load(out)
+    if study is not None:
+        if study not in frames:
+            raise ValueError(f"study: no study {study!r} in {str(out)!r}; it has {sorted(frames)}")
+        return _typed(frames[study])
+    return {k: _typed(v) for k, v in frames.items()}
+
+
+def _typed(df):
+    df = df.copy()
+    for c in JSON_COLUMNS:
+        if c in df:
+            df[c] = [json.loads(v) if isinstance(v, str) and v[:1] in "[{" else (None if _na(v) else v) for v in df[c]]
+    if "metrics" in df:
+        df["metrics"] = [v.split(",") if isinstance(v, str) else v for v in df["metrics"]]
+    if "K" in df:
+        num = pd.to_numeric(df["K"], errors="coerce")
+        df["K"] = num.astype("Int64") if num.notna().sum() == df["K"].notna().sum() else df["K"].astype("string")
+    if "N" in df:
+        df["N"] = [None if _na(v) else str(int(v)) if isinstance(v, float) else str(v) for v in df["N"]]
+        df["N"] = df["N"].astype("string")
+    for c in INT_COLUMNS:
+        if c in df:
+            num = pd.to_numeric(df[c], errors="coerce")
+            if ((num.dropna() % 1) == 0).all():
+                df[c] = num.astype("Int64")
+    for c in BOOL_COLUMNS:
+        if c in df:
+            df[c] = df[c].map(lambda v: None if _na(v) else str(v).lower() in ("true", "1", "1.0")).astype("boolean")
+    return df
+
+
+def _na(v):
+    return v is None or (isinstance(v, float) and v != v)
+
+
 def is_quick(frames):
     """True when any row was computed with --quick."""
     return any("quick" in df and df["quick"].fillna(False).astype(bool).any() for df in frames.values())
