@@ -76,18 +76,23 @@ def test_every_title_names_target_dimension_and_schedule():
 
 
 def test_samplers_figure_shows_every_run():
-    # no point dropped: unresolved TVs are drawn (ringed), failed runs are crosses
+    # no point dropped: the production samplers in the main figure's left panels and every HEROISM
+    # configuration in the supplementary figure; unresolved TVs drawn (ringed), failed runs crosses
     df = pd.read_csv(ROOT / "results" / "samplers.csv")
-    fig = plots.samplers(df)
-    lines = [c for ax in fig.axes for c in ax.get_lines()]
-    drawn = sum(len(c.get_xdata()) for c in lines if c.get_marker() not in ("x", "None", None, "")
-                and c.get_linestyle() != "None")
+    fig, sup = plots.samplers(df), plots.samplers_heroism(df)
+
+    def points(axes):
+        lines = [c for ax in axes for c in ax.get_lines()]
+        return (sum(len(c.get_xdata()) for c in lines if c.get_marker() not in ("x", "None", None, "")
+                    and c.get_linestyle() != "None"),
+                sum(len(c.get_xdata()) for c in lines if c.get_marker() == "x"))
     ok = df[df.status == "ok"]
-    labels = ok.apply(plots._sampler_label, axis=1)
-    expected = len(ok.assign(label=labels).drop_duplicates(["target", "dim", "label", "nfe"]))
-    assert drawn == expected
-    crosses = sum(len(c.get_xdata()) for c in lines if c.get_marker() == "x")
-    assert crosses == int((df.status != "ok").sum())
+    unique = ok.assign(label=ok.apply(plots._sampler_label, axis=1)).drop_duplicates(["target", "dim", "label", "nfe"])
+    left = [ax for ax in fig.axes if ax.get_title().endswith("production samplers")]
+    assert points(left)[0] == int((unique.sampler != "heroism").sum())
+    assert points(sup.axes)[0] == int((unique.sampler == "heroism").sum())
+    assert points(fig.axes)[1] == int((df.status != "ok").sum())
+    assert points(sup.axes)[1] == int(((df.status != "ok") & (df.sampler == "heroism")).sum())
 
 
 def test_importing_the_library_leaves_the_process_alone():

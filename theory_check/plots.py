@@ -8,6 +8,7 @@ drawn as failures (a cross on the panel's edge), never dropped; an empty panel i
 """
 
 import io
+import pathlib
 
 import matplotlib.lines
 import matplotlib.ticker
@@ -466,12 +467,22 @@ def _n_kind(r):
     return "K" if int(float(r["N"])) == int(float(K)) else "K-1"
 
 
+def _heroism_K_labels(d):
+    return sorted({str(k) for k in d.loc[d.sampler == "heroism", "K"].dropna()}, key=lambda k: (k == "log", k))
+
+
+def _K_text(K):
+    return f"HEROISM K = {K}" + (" (min(12, max(2, ⌈log T⌉)))" if K == "log" else "")
+
+
 @_with_rc
 def samplers(df, path=None, quick=False):
     """TV at equal NFE budgets, one row of panels per target. Left: the production samplers and,
-    as a thick grey band, the best HEROISM configuration at each budget. Right: every HEROISM
-    configuration (colour: K; marker: N; line style: nodes and sweep). TV with 2 se bars, ringed
-    where not resolved (TV <= 3 se); failed runs are crosses at the top edge."""
+    as a thick grey band, the best HEROISM configuration at each budget. Right: per K, the best
+    HEROISM configuration (N, nodes, sweep) at each budget, the one a reader would pick. Every
+    configuration is in the supplementary figure `samplers_heroism` (written beside `path` as
+    <stem>_heroism.png). TV with 2 se bars, ringed where not resolved (TV <= 3 se); failed runs
+    are crosses at the top edge, counted per budget."""
     import matplotlib
     d = df.copy()
     d["label"] = d.apply(_sampler_label, axis=1)
@@ -479,7 +490,7 @@ def samplers(df, path=None, quick=False):
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(9.6, 3.0 * len(cases) + 1.9), dpi=130)
         axes = fig.subplots(len(cases), 2, squeeze=False)
-    Ks = sorted({str(k) for k in d.loc[d.sampler == "heroism", "K"].dropna()}, key=lambda k: (k == "log", k))
+    Ks = _heroism_K_labels(d)
     for row, ((target, dim), c) in zip(axes, cases):
         ok = c[c.status == "ok"]
         base = ok[ok.sampler != "heroism"]
@@ -490,12 +501,11 @@ def samplers(df, path=None, quick=False):
             best = her.loc[her.groupby("nfe_budget").tv.idxmin()].sort_values("nfe")
             row[0].plot(best["nfe"], best["tv"], "-", color="0.6", linewidth=3.5, alpha=0.6, zorder=0,
                         label="HEROISM: best configuration at each budget")
-        for (K, nk, nodes, sw), sub in her.groupby([her.K.astype(str), her.apply(_n_kind, axis=1), "nodes", "sweep"]):
-            i = Ks.index(K)
-            # two budgets can give one configuration the same steps (and run): drawn once
-            _tv_errorbar(row[1], sub.drop_duplicates("nfe").sort_values("nfe"), color=OKABE_ITO[i % 8], marker=HEROISM_N[nk],
-                         linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
-        for ax, who in zip(row, ("production samplers", "HEROISM configurations")):
+            for K, sub in her.groupby(her.K.astype(str)):
+                i = Ks.index(K)
+                bestK = sub.loc[sub.groupby("nfe_budget").tv.idxmin()].drop_duplicates("nfe").sort_values("nfe")
+                _tv_errorbar(row[1], bestK, **_style(i))
+        for ax, who in zip(row, ("production samplers", "HEROISM: best configuration per K")):
             failed = c[(c.status != "ok") & ((c.sampler == "heroism") == (who != "production samplers"))]
             _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
             ax.set_xscale("log")
@@ -509,20 +519,57 @@ def samplers(df, path=None, quick=False):
     for ax in axes[:, 0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             left.setdefault(lab, h)
-    right = [L([], [], color=OKABE_ITO[i % 8], marker="s", linestyle="-", markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8],
-               label=f"HEROISM K = {K}" + (" (min(12, max(2, ⌈log T⌉)))" if K == "log" else "")) for i, K in enumerate(Ks)]
-    right += [L([], [], color="0.3", marker=m, linestyle="none", label=f"N = {'⌈log T⌉' if k == 'paper' else k}")
-              for k, m in HEROISM_N.items()]
-    right += [L([], [], color="0.3", linestyle=st, label=f"{n} nodes, {w}" + (" (K ≤ 3: nodes coincide)" if n == "chebyshev" else ""))
-              for (n, w), st in HEROISM_VARIANT.items()]
+    right = [L([], [], label=_K_text(K) + ": its best N, nodes and sweep", **_style(i)) for i, K in enumerate(Ks)]
     right += [L([], [], marker="o", markersize=8, markerfacecolor="none", color="0.0", markeredgewidth=0.5, linestyle="none",
                 label="ringed: TV ≤ 3 se (not resolved)"),
-              L([], [], marker="x", color="0.0", linestyle="none", label="failed (map folded or non-finite)")]
+              L([], [], marker="x", color="0.0", linestyle="none", label="failed (map folded or non-finite), n = count")]
     h = 1.9 / (3.0 * len(cases) + 1.9)
     fig.legend(list(left.values()), list(left.keys()), loc="lower left", bbox_to_anchor=(0.0, 0.01), ncol=2,
                fontsize=5.8, frameon=False)
-    fig.legend(handles=right, loc="lower left", bbox_to_anchor=(0.5, 0.01), ncol=2, fontsize=5.8, frameon=False)
-    return _finish(fig, "Samplers at equal NFE budgets", df, quick, path, bottom=h, top=0.95)
+    fig.legend(handles=right, loc="lower left", bbox_to_anchor=(0.5, 0.01), ncol=1, fontsize=5.8, frameon=False)
+    if path is not None and len(d[d.sampler == "heroism"]):
+        p = pathlib.Path(path)
+        samplers_heroism(df, p.with_name(p.stem + "_heroism.png"), quick)
+    return _finish(fig, "Samplers at equal NFE budgets (every HEROISM configuration: samplers_heroism.png)", df, quick,
+                   path, bottom=h, top=0.95)
+
+
+@_with_rc
+def samplers_heroism(df, path=None, quick=False):
+    """The samplers study's supplementary figure: every HEROISM configuration at each budget, one
+    panel per target (colour: K; marker: N; line style: nodes and sweep)."""
+    import matplotlib
+    d = df[df.sampler == "heroism"].copy()
+    cases = list(d.groupby(["target", "dim"], sort=False))
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(4.8 * len(cases), 3.6 + 1.4), dpi=130)
+        axes = fig.subplots(1, len(cases), squeeze=False)[0]
+    Ks = _heroism_K_labels(d)
+    for ax, ((target, dim), c) in zip(axes, cases):
+        her = c[c.status == "ok"]
+        for (K, nk, nodes, sw), sub in her.groupby([her.K.astype(str), her.apply(_n_kind, axis=1), "nodes", "sweep"]):
+            i = Ks.index(K)
+            # two budgets can give one configuration the same steps (and run): drawn once
+            _tv_errorbar(ax, sub.drop_duplicates("nfe").sort_values("nfe"), color=OKABE_ITO[i % 8], marker=HEROISM_N[nk],
+                         linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
+        failed = c[c.status != "ok"]
+        _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE budget")
+        ax.set_ylabel("TV (± 2 se)")
+        ax.set_title(f"{target}, d = {int(dim)}")
+        _plain_ticks(ax, c["nfe_budget"].dropna().unique())
+    L = matplotlib.lines.Line2D
+    handles = [L([], [], color=OKABE_ITO[i % 8], marker="s", linestyle="-", markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8],
+                 label=_K_text(K)) for i, K in enumerate(Ks)]
+    handles += [L([], [], color="0.3", marker=m, linestyle="none", label=f"N = {'⌈log T⌉' if k == 'paper' else k}")
+                for k, m in HEROISM_N.items()]
+    handles += [L([], [], color="0.3", linestyle=st, label=f"{n} nodes, {w}" + (" (K ≤ 3: nodes coincide)" if n == "chebyshev" else ""))
+                for (n, w), st in HEROISM_VARIANT.items()]
+    handles += [L([], [], marker="x", color="0.0", linestyle="none", label="failed, n = count at that budget")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=6, frameon=False)
+    return _finish(fig, "Samplers study, supplementary: every HEROISM configuration", df, quick, path, bottom=0.24)
 
 
 @_with_rc
