@@ -2,9 +2,11 @@
 
 The theorem (Li, Zhou, Wei & Chen 2025) bounds the score evaluations HEROISM of order K needs
 for TV <= eps by ~ d^(1 + 2/K) eps^(-1/K) (up to logs). We fit, per configuration (target, its
-shape, tau_min, K, N),
+shape, tau_min, K, N)::
+
     log NFE_min = a + b log d                 (dimension and tightness studies, eps fixed)
     log NFE_min = a + c log(1/eps)            (epsilon study, d fixed)
+
 by least squares weighted by the Monte-Carlo standard error of each log NFE_min
 (`nfe_min_log_se`), with 95% intervals from a pairs bootstrap (2000 resamples, seeded) on five
 points or more and the t-interval (its degrees of freedom stated) on fewer. Verdict per exponent: the interval contains the theory value ->
@@ -25,6 +27,46 @@ from scipy import stats
 __all__ = ["linear_fit", "tv_log_se", "nfe_min_log_se", "nfe_min_fit", "compare_prediction", "verdict", "log_allowance", "exponent_table", "expected_order", "order_table", "refinement_table", "score_error_table", "robustness_table", "learned_table", "generic_table"]
 
 N_BOOT = 2000
+
+
+def plain(df):
+    """A results frame in the CSV's plain form: the typed frames of `theory_check.load` (nullable
+    Int64, boolean and string columns; dicts and lists in cells) back to floats with NaN, objects
+    and JSON text, which is what the fits and figures compute on. Plain frames pass unchanged.
+
+    >>> import pandas as pd
+    >>> plain(pd.DataFrame({"K": pd.array([1, None], dtype="Int64")})).K.tolist()
+    [1.0, nan]
+    """
+    if not isinstance(df, pd.DataFrame):
+        return df
+    out = None
+    for c in df.columns:
+        col = df[c]
+        if isinstance(col.dtype, pd.api.extensions.ExtensionDtype) and not isinstance(col.dtype, pd.CategoricalDtype):
+            numeric = pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
+            if numeric:
+                new = col.astype("int64" if pd.api.types.is_integer_dtype(col.dtype) and col.notna().all() else "float64")
+            else:
+                new = col.astype(object).where(col.notna(), np.nan)
+        elif col.dtype == object and col.map(lambda v: isinstance(v, (dict, list))).any():
+            new = col.map(lambda v: (",".join(v) if c == "metrics" else json.dumps(v, sort_keys=isinstance(v, dict)))
+                          if isinstance(v, (dict, list)) else v)
+        else:
+            continue
+        out = df.copy() if out is None else out
+        out[c] = new
+    return df if out is None else out
+
+
+def _takes_frames(fn):
+    """Let a table function take typed frames (`plain` on every DataFrame argument)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*[plain(a) for a in args], **{k: plain(v) for k, v in kwargs.items()})
+    return wrapper
 
 
 BOOT_MIN_POINTS = 5         # fewer points: the t-interval is reported, not the pairs bootstrap
@@ -90,6 +132,7 @@ def linear_fit(X, y, seed=0, n_boot=N_BOOT, sigma=None):
     return out
 
 
+@_takes_frames
 def tv_log_se(df):
     """Standard error of log TV per row: tv_se / tv (the delta method)."""
     return (df["tv_se"] / df["tv"]).to_numpy(float)
@@ -112,7 +155,9 @@ def nfe_min_log_se(row):
     res = SEARCH_RESOLUTION / np.sqrt(12.0)
     try:
         # probes are [steps, rows, tv, se] (the search of SPEC 12) or [steps, tv, se] (the bisection's rows)
-        probes = [(p[0], p[-2], p[-1], p[1] if len(p) == 4 else None) for p in json.loads(row["search"])]
+        raw = row["search"]
+        raw = json.loads(raw) if isinstance(raw, str) else raw          # text in the CSV, a list in typed frames
+        probes = [(p[0], p[-2], p[-1], p[1] if len(p) == 4 else None) for p in raw]
         pts = [(s, tv, se) for s, tv, se, rows in probes if tv is not None and np.isfinite(tv) and tv > 0]
         full = [(s, tv, se) for s, tv, se, rows in probes if rows is None or rows == max(r or 0 for *_, r in probes)]
     except (TypeError, ValueError, KeyError, IndexError):
@@ -189,6 +234,7 @@ def compare_prediction(lo, hi, value):
     return "consistent" if lo <= value <= hi else ("below" if hi < value else "above")
 
 
+@_takes_frames
 def exponent_table(dimension=None, epsilon=None, orders=None, min_points=3):
     """One row per configuration (target, target_args, tau_min, K, N) and law: the fitted
     exponent of NFE_min, weighted by the standard error of each log NFE_min (`nfe_min_log_se`),
@@ -248,6 +294,7 @@ def expected_order(K, N, steps=None):
     return min(int(N) + 1, K if K % 2 == 0 else K + 1)
 
 
+@_takes_frames
 def order_table(df, last=4):
     """Measured convergence orders: -slope of log error vs log NFE over the last `last` resolved
     points (TV resolved: TV > 3 se; coupling: above 1e-10, the reference's accuracy)."""
@@ -256,7 +303,8 @@ def order_table(df, last=4):
     for (K, N), sub in ok.groupby(["K", "N"], sort=True):
         sub = sub.sort_values("nfe")
         row = dict(K=int(K), N=N, expected=expected_order(K, N, sub["steps"].max()))
-        for metric, mask in (("tv", sub["tv"] > 3 * sub["tv_se"]), ("coupling_rmse", sub.get("coupling_rmse", pd.Series(dtype=float)) > 1e-10)):
+        for metric, mask in (("tv", (sub["tv"] > 3 * sub["tv_se"]) & (sub["tv_se"] > 0)),
+                             ("coupling_rmse", sub.get("coupling_rmse", pd.Series(dtype=float)) > 1e-10)):
             if metric not in sub:
                 continue
             s = sub[mask].tail(last)
@@ -268,6 +316,7 @@ def order_table(df, last=4):
     return pd.DataFrame(out)
 
 
+@_takes_frames
 def refinement_table(df, rel=0.1):
     """Smallest N whose pathwise error is within `rel` of the most-refined run (per K, steps)."""
     out = []
@@ -285,6 +334,7 @@ def refinement_table(df, rel=0.1):
     return pd.DataFrame(out)
 
 
+@_takes_frames
 def score_error_table(df):
     """Per K: TV floor without score error, and the slope of log TV vs log sqrt(realised error)
     over the runs where the score error dominates (TV at least 3x the floor)."""
@@ -304,6 +354,7 @@ def score_error_table(df):
 CONFIG_KEYS = ("target", "target_args", "dim", "tau_min", "sampler", "K", "N", "nodes", "sweep", "sampler_args", "score_eps", "init")
 
 
+@_takes_frames
 def generic_table(df, last=4):
     """Any study: per configuration (the keys that vary), the measured order -slope of log error vs
     log NFE over the last `last` resolved points (TV > 3 se, or pathwise error > 1e-10), with a
@@ -322,7 +373,8 @@ def generic_table(df, last=4):
             row["note"] = "no error metric in the rows"
         else:
             sub = sub.sort_values("nfe")
-            good = sub[sub[metric] > (3 * sub["tv_se"] if metric == "tv" else 1e-10)].tail(last)
+            # (TV = 1 with se 0, every sample outside q's mass, is saturated: it carries no slope)
+            good = sub[(sub[metric] > 3 * sub["tv_se"]) & (sub["tv_se"] > 0) if metric == "tv" else sub[metric] > 1e-10].tail(last)
             if good["nfe"].nunique() >= 3:
                 f = linear_fit(np.log(good["nfe"]), np.log(good[metric]), sigma=tv_log_se(good) if metric == "tv" else None)
                 row.update(order=-f["coef"][0], ci_lo=-f["ci_hi"][0], ci_hi=-f["ci_lo"][0], ci_method=f["ci_method"], note="")
@@ -353,6 +405,7 @@ def _t_slope(x, y, sigma=None):
     return float(f["coef"][0]), float(f["t_lo"][0]), float(f["t_hi"][0]), len(x) - 2
 
 
+@_takes_frames
 def robustness_table(df):
     """The robustness study's answers per sampler (SPEC 11), each a log-log slope with its weighted
     t-interval (95 %, df = points - 2): TV - floor vs eps_s (smooth field), TV - floor vs eps_J
@@ -440,6 +493,7 @@ def robustness_table(df):
 EQUAL_NFE = 100         # the robustness study's equal-budget comparison (studies/robustness.toml)
 
 
+@_takes_frames
 def learned_table(df):
     """The learned score beside the exact one, per sampler and NFE budget (SPEC 11): TV with each,
     their ratio, and the realised eps_s = (E|s_hat - s|^2)^(1/2) and eps_J (Frobenius) at the points

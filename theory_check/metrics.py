@@ -1,10 +1,14 @@
 """Error metrics between the sampler's output law p_out and the target marginal q_{tau_end}.
 
 `tv_kl` is exact up to Monte-Carlo error in any dimension: x_in is drawn from a known law and
-the sampler's map is invertible with a known log-determinant, so by the change of variables
+the sampler's map is invertible with a known log-determinant, so by the change of variables::
+
     log p_out(x_out) = log p_in(x_in) - log|det d x_out / d x_in|,
-and with w = q(x_out) / p_out(x_out), x_out ~ p_out:
+
+and with w = q(x_out) / p_out(x_out), x_out ~ p_out::
+
     TV(p_out, q) = E[(1 - w)_+],   KL(p_out || q) = E[log p_out - log q] = -E[log w].
+
 Both are plain sample means, so their standard errors are std / sqrt(n). This resolves TV far
 below what any estimate from samples alone (histograms, nearest neighbours) can.
 

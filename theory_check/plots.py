@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .fits import CONFIG_KEYS, expected_order, nfe_min_fit
+from .fits import CONFIG_KEYS, expected_order, nfe_min_fit, plain
 
 __all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_error", "samplers", "paper_schedule", "robustness", "generic",
            "FIGURES", "figure_for", "context"]
@@ -35,6 +35,7 @@ def _with_rc(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import matplotlib
+        args = [plain(a) for a in args]             # typed frames (theory_check.load) as the CSV's
         with matplotlib.rc_context(RC):
             return fn(*args, **kwargs)
     return wrapper
@@ -647,7 +648,7 @@ def generic(df, path=None, quick=False):
 
 
 def _missing(v):
-    return v is None or (isinstance(v, float) and v != v) or str(v) in ("nan", "None")
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v) or str(v) in ("nan", "None", "<NA>")
 
 
 def _num_text(v):

@@ -98,11 +98,26 @@ def load_typed(out, study=None):
     return {k: _typed(v) for k, v in frames.items()}
 
 
+class Args(dict):
+    """A parameter table (target_args, sampler_args) as a dict that pandas can group and sort by:
+    hashed and ordered by its canonical JSON, so fits and plots take typed frames as they take the
+    CSV's text. Treat it as read-only (its hash is its content)."""
+
+    def _key(self):
+        return json.dumps(self, sort_keys=True)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __lt__(self, other):
+        return self._key() < (other._key() if isinstance(other, Args) else json.dumps(other, sort_keys=True))
+
+
 def _typed(df):
     df = df.copy()
     for c in JSON_COLUMNS:
         if c in df:
-            df[c] = [json.loads(v) if isinstance(v, str) and v[:1] in "[{" else (None if _na(v) else v) for v in df[c]]
+            df[c] = [_parsed(v) for v in df[c]]
     if "metrics" in df:
         df["metrics"] = [v.split(",") if isinstance(v, str) else v for v in df["metrics"]]
     if "K" in df:
@@ -120,6 +135,13 @@ def _typed(df):
         if c in df:
             df[c] = df[c].map(lambda v: None if _na(v) else str(v).lower() in ("true", "1", "1.0")).astype("boolean")
     return df
+
+
+def _parsed(v):
+    if not isinstance(v, str) or v[:1] not in "[{":
+        return None if _na(v) else v
+    x = json.loads(v)
+    return Args(x) if isinstance(x, dict) else x
 
 
 def _na(v):

@@ -4,7 +4,8 @@
 row does not depend on which process or machine computes it. A numerical failure of the
 sampler is recorded in the row (status "failed", the reason) rather than raised.
 
-Spec keys (defaults in DEFAULTS):
+Spec keys (defaults in DEFAULTS)::
+
     target, dim, target_seed        the benchmark instance (targets.make)
     target_args                     the product families' shape parameters (a table: scale, width)
     score_eps, score_field          a score-error field on the target (targets.errors): "smooth" (Perturbed)

@@ -1,6 +1,6 @@
 """The sweep runner: a study (TOML) expands to run specs; each run becomes one row.
 
-A study file:
+A study file::
 
     [study]
     name = "order"                 # also the CSV name
@@ -19,6 +19,7 @@ A study file:
     max_dim = 64                   # (quick only) drop runs with dim > 64
 
 Guarantees (tests in tests/test_sweep.py):
+
 * Atomic rows: each run is written to runs/<study>/<key>.json via a temporary file, fsync and
   os.replace, with a SHA-256 of its content inside. A killed sweep leaves whole files or none.
 * Resumable: on restart, runs whose file exists and whose checksum holds are not recomputed;

@@ -84,17 +84,17 @@ def canonical(name):
 
 
 def make(name, dim, seed=0, **params):
-    """A named benchmark instance in R^dim, deterministic in `seed`.
+    """A named benchmark instance in R^dim, deterministic in `seed`::
 
-    gmm-iso       4 well-separated isotropic modes, weights .4/.3/.2/.1, sd .2/.3/.45/.6
-    gmm-aniso     3 modes with full random covariances of condition number 100 (d >= 2)
-    circle        32 points on a circle of radius 2 (dim >= 2)
-    swiss-roll    64 points on a swiss roll (dim >= 3)
-    torus         64 points on a torus R=2, r=0.7 (dim >= 3)
-    sphere        uniform on S^{k-1}, k = min(dim, 3), radius 2, random subspace
-    subspace-gmm  3 full-covariance modes in a random r = min(dim, 3) dim subspace
-    rademacher-cube, uniform-cube, product-gmm
-                  product targets (`products.make`, SPEC 9): d non-Gaussian directions
+        gmm-iso       4 well-separated isotropic modes, weights .4/.3/.2/.1, sd .2/.3/.45/.6
+        gmm-aniso     3 modes with full random covariances of condition number 100 (d >= 2)
+        circle        32 points on a circle of radius 2 (dim >= 2)
+        swiss-roll    64 points on a swiss roll (dim >= 3)
+        torus         64 points on a torus R=2, r=0.7 (dim >= 3)
+        sphere        uniform on S^{k-1}, k = min(dim, 3), radius 2, random subspace
+        subspace-gmm  3 full-covariance modes in a random r = min(dim, 3) dim subspace
+        rademacher-cube, uniform-cube, product-gmm
+                      product targets (`products.make`, SPEC 9): d non-Gaussian directions
 
     Parameters
     ----------

@@ -256,12 +256,12 @@ DEFAULTS = dict(scale=1.0, width=1.0)       # make's defaults: a run's target_ar
 
 
 def make(name, dim, scale=DEFAULTS["scale"], width=DEFAULTS["width"]):
-    """A named product instance in R^dim (SPEC 9).
+    """A named product instance in R^dim (SPEC 9)::
 
-    rademacher-cube  +-scale in every coordinate (the 2^d atoms of the cube)
-    uniform-cube     uniform on [-scale, scale] in every coordinate
-    product-gmm      every coordinate the 3-mode mixture PRODUCT_GMM, means times `scale`,
-                     standard deviations times `width` (the tightness probe varies both)
+        rademacher-cube  +-scale in every coordinate (the 2^d atoms of the cube)
+        uniform-cube     uniform on [-scale, scale] in every coordinate
+        product-gmm      every coordinate the 3-mode mixture PRODUCT_GMM, means times `scale`,
+                         standard deviations times `width` (the tightness probe varies both)
 
     >>> make("uniform-cube", 4)
     Product(Uniform(c=1), dim=4)

@@ -74,10 +74,12 @@ def _bessel_ratio(nu, kappa):
 class Sphere(Target):
     """The uniform law on the sphere S^{k-1} of radius r in a k-dim subspace of R^dim.
 
-    With y the subspace coordinates of x, kappa = a r |y| / tau and nu = k/2 - 1 (SPEC section 3):
+    With y the subspace coordinates of x, kappa = a r |y| / tau and nu = k/2 - 1 (SPEC section 3)::
+
         log q = -(d/2) log(2 pi tau) - (|x|^2 + a^2 r^2)/(2 tau) + log Gamma(k/2) - nu log(kappa/2)
                 + log I_nu(kappa),
         s = -x/tau + (a r/tau) A_k(kappa) y/|y|,  A_k = I_{k/2} / I_{k/2-1}.
+
     Bessel functions are exponentially scaled (scipy.special.ive); the Gaussian part and
     kappa are combined as -(|x_perp|^2 + (|y| - a r)^2)/(2 tau) to avoid cancellation at small tau.
     """
