@@ -33,3 +33,26 @@ def test_license_and_type_marker_ship():
     assert (ROOT / "theory_check" / "py.typed").exists()
     assert "py.typed" in proj["tool"]["setuptools"]["package-data"]["theory_check"]
     assert any("License :: OSI Approved :: MIT" in c for c in proj["project"]["classifiers"])
+
+
+def test_the_public_api_is_annotated():
+    # every parameter (but self and **params) and the return of the entry points a user calls
+    import inspect
+
+    import theory_check
+    from theory_check import metrics, samplers, sampling, schedules, sweep, targets
+    public = [theory_check.sample, theory_check.load, theory_check.tune_process, sampling.auto_jacobian,
+              schedules.log_snr, schedules.edm, schedules.paper, schedules.validate, schedules.tau_to_sigma,
+              schedules.sigma_to_tau, metrics.tv_kl, metrics.w2, metrics.w2_report, metrics.coupling_rmse,
+              metrics.histogram_tv, metrics.weight_diagnostics, metrics.log_ratio, targets.make, targets.canonical,
+              targets.from_functions, samplers.make, samplers.canonical, samplers.Sampler.run, samplers.Sampler.nfe,
+              samplers.Sampler.nfe_per_step, samplers.Sampler.steps_for_budget, sweep.load_study, sweep.run_study]
+    missing = []
+    for fn in public:
+        sig = inspect.signature(fn)
+        for name, p in sig.parameters.items():
+            if name != "self" and p.kind is not p.VAR_KEYWORD and p.annotation is inspect.Parameter.empty:
+                missing.append(f"{fn.__qualname__}({name})")
+        if sig.return_annotation is inspect.Signature.empty:
+            missing.append(f"{fn.__qualname__} -> ?")
+    assert not missing, missing

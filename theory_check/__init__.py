@@ -7,6 +7,8 @@ a busy process (benchmarks item 11). `tune_process()` (called by the command lin
 workers and the benchmarks) adds two process-wide settings; a library user may call it too.
 """
 
+from __future__ import annotations
+
 import os
 
 __version__ = "0.1.0"
@@ -14,14 +16,14 @@ __version__ = "0.1.0"
 __all__ = ["samplers", "schedules", "targets", "sample", "Result", "load", "tune_process", "__version__"]
 
 
-def load(out, study=None):
+def load(out: str | os.PathLike, study: str | None = None) -> dict[str, pd.DataFrame] | pd.DataFrame:  # noqa: F821 -- pandas imported lazily
     """The study rows of a results folder (`run`'s or `reproduce`'s --out) as typed DataFrames,
     {study: DataFrame}, or one study's frame: see `report.load_typed`."""
     from .report import load_typed
     return load_typed(out, study)
 
 
-def tune_process():
+def tune_process() -> None:
     """Process-wide settings for speed (results do not change), applied once:
 
     * GOMP_SPINCOUNT=3000 unless set (it matters where Numba falls back to its OpenMP layer,

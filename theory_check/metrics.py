@@ -22,12 +22,19 @@ Example
 True
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import checks
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .sampling import Result
 
 __all__ = ["TVKL", "log_ratio", "tv_kl", "weight_diagnostics", "kl_tail_limit", "w2", "w2_report", "coupling_rmse", "bin_masses", "histogram_tv"]
 
@@ -53,14 +60,14 @@ class TVKL:
         return bool(np.isfinite(self.kl_tail) and self.kl_tail <= kl_tail_limit(self.n))
 
 
-def kl_tail_limit(n):
+def kl_tail_limit(n: int) -> float:
     """The largest single-term share of the KL terms' squared deviations that `TVKL.kl_se_reliable`
     accepts: ten times 2 ln(n)/n, the share the largest of n Gaussian terms takes (its square is
     about 2 ln n times the variance), capped at 1 (below n ~ 60 no sample can be told heavy-tailed)."""
     return min(1.0, 20.0 * np.log(max(n, 2)) / max(n, 2))
 
 
-def weight_diagnostics(log_w):
+def weight_diagnostics(log_w: ArrayLike) -> tuple[float, float]:
     """(ess, kl_tail) of the log importance weights log w = log q - log p_out of a run.
 
     ess = (sum w)^2 / (n sum w^2) (Kong 1992; computed from log w without overflow) is 1 for equal
@@ -82,7 +89,7 @@ def weight_diagnostics(log_w):
     return ess, (float(dev.max() / tot) if tot > 0 else float("nan"))
 
 
-def log_ratio(target, result):
+def log_ratio(target: Target, result: Result) -> np.ndarray:
     """log w = log q_{tau_end}(x_out) - log p_out(x_out) for every sample.
 
     Parameters
@@ -105,7 +112,7 @@ def log_ratio(target, result):
     return logq - logp_out
 
 
-def tv_kl(target, result):
+def tv_kl(target: Target, result: Result) -> TVKL:
     """TV(p_out, q) and KL(p_out || q) with Monte-Carlo standard errors (change of variables).
 
     Parameters
@@ -149,7 +156,7 @@ def _log_ratio_and_rounding(target, result):
     return lw, ROUNDING_ULPS * np.finfo(float).eps * float(np.mean(size))
 
 
-def w2(x, y, method="sliced", n_projections=256, seed=0):
+def w2(x: ArrayLike, y: ArrayLike, method: str = "sliced", n_projections: int = 256, seed: int = 0) -> float:
     """Wasserstein-2 distance between the empirical laws of x (n, d) and y (m, d), with POT.
 
     method="sliced" (default, as the command line's --w2-method): ot.sliced_wasserstein_distance
@@ -202,7 +209,7 @@ def w2(x, y, method="sliced", n_projections=256, seed=0):
     raise ValueError(f"method must be 'exact' or 'sliced', got {method!r}")
 
 
-def w2_report(target, result, method="sliced", seed=0, **kw):
+def w2_report(target: Target, result: Result, method: str = "sliced", seed: int = 0, **kw) -> tuple[float, float]:
     """W2 between x_out and an independent exact sample of q_{tau_end} of the same size, and the
     noise floor: the same distance between two independent exact samples of that size.
 
@@ -228,7 +235,7 @@ def w2_report(target, result, method="sliced", seed=0, **kw):
     return w2(result.x_out, y1, method, seed=seed, **kw), w2(y1, y2, method, seed=seed, **kw)
 
 
-def coupling_rmse(result, reference_x):
+def coupling_rmse(result: Result, reference_x: ArrayLike) -> float:
     """sqrt(E |x_out - Phi_ref(x_in)|^2): pathwise error, an upper bound on W2(p_out, p_ref).
 
     Parameters
@@ -280,7 +287,7 @@ def bin_masses(target, tau, edges, refine=16):
     return np.einsum("iajb,ia,jb->ij", dens, w0, w1)
 
 
-def histogram_tv(target, result, bins=60, refine=16):
+def histogram_tv(target: Target, result: Result, bins: int = 60, refine: int = 16) -> float:
     """TV between the histogram of x_out and the exact bin masses of q_{tau_end}, for d <= 2.
 
     Returns (tv, se, bias): the half-L1 distance over the cells plus the mass outside the grid,

@@ -1,13 +1,16 @@
 """`sample`: draw x_in from a known law, run a sampler, keep what the metrics need (SPEC 6)."""
 
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import checks, schedules
 from .samplers import Sampler
-from .targets import LOG_2PI
+from .targets import LOG_2PI, Target
 from .targets.errors import ScoreError
 
 __all__ = ["Result", "sample", "auto_jacobian", "initial", "INITS"]
@@ -56,7 +59,7 @@ def initial(target, tau, n, init, rng):
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def auto_jacobian(target, sampler):
+def auto_jacobian(target: Target, sampler: Sampler | None) -> str:
     """The Jacobian mode "auto" stands for (the command line's and the studies' default): "none"
     for a stochastic sampler (no log-determinant), else the cheapest exact mode the target allows:
     "diagonal" (product targets), "structured" (an active basis smaller than d - 1), else "full"."""
@@ -68,7 +71,8 @@ def auto_jacobian(target, sampler):
     return "structured" if U is not None and U.shape[1] + 1 < target.dim else "full"
 
 
-def sample(target, sampler, taus, n, init="exact", seed=0, jacobian="auto", rows=None):
+def sample(target: Target, sampler: Sampler, taus: ArrayLike, n: int, init: str = "exact", seed: int = 0,
+           jacobian: str = "auto", rows: int | None = None) -> Result:
     """Run `sampler` on `n` draws from the initial law at taus[0] (or on the first `rows` of them).
 
     Parameters

@@ -3,14 +3,17 @@
 A sampler maps samples at taus[0] to samples at taus[-1]; steps = len(taus) - 1.
 """
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import checks
 
 __all__ = ["paper", "log_snr", "edm", "karras", "sigma_to_tau", "tau_to_sigma", "validate"]
 
 
-def paper(T, c0=2.0, c1=4.0):
+def paper(T: int, c0: float = 2.0, c1: float = 4.0) -> np.ndarray:
     """The learning-rate schedule of Li, Zhou, Wei & Chen, "Faster Diffusion Models via Higher-Order
     Approximation", arXiv:2506.24042 (2025), returned as [tau_T, ..., tau_1].
 
@@ -61,7 +64,7 @@ def paper(T, c0=2.0, c1=4.0):
     return taus
 
 
-def log_snr(steps, tau_min=1e-3, tau_max=1.0 - 1e-3):
+def log_snr(steps: int, tau_min: float = 1e-3, tau_max: float = 1.0 - 1e-3) -> np.ndarray:
     """Uniform in lambda = log((1 - tau)/tau) from tau_max down to tau_min, end points exact: the
     log-SNR grid of DPM-Solver (Lu, Zhou, Bao, Chen, Li & Zhu, "DPM-Solver: A Fast ODE Solver for
     Diffusion Probabilistic Model Sampling in Around 10 Steps", arXiv:2206.00927, 2022).
@@ -81,7 +84,7 @@ def log_snr(steps, tau_min=1e-3, tau_max=1.0 - 1e-3):
     return _checked(taus)
 
 
-def edm(steps, tau_min=1e-3, tau_max=1.0 - 1e-3, rho=7.0):
+def edm(steps: int, tau_min: float = 1e-3, tau_max: float = 1.0 - 1e-3, rho: float = 7.0) -> np.ndarray:
     """The EDM schedule of Karras, Aittala, Aila & Laine, "Elucidating the Design Space of
     Diffusion-Based Generative Models", arXiv:2206.00364 (2022): sigma = sqrt(tau/(1-tau)) spaced
     uniformly in sigma^(1/rho) from tau_max down to tau_min, end points exact.
@@ -116,7 +119,7 @@ def _checked(taus):
     return taus
 
 
-def validate(taus):
+def validate(taus: ArrayLike) -> np.ndarray:
     """A user-supplied schedule: 1-D, at least 2 points, strictly decreasing, inside [1e-12, 1).
 
     Parameters
@@ -148,7 +151,7 @@ def validate(taus):
 karras = edm            # the name k-diffusion and diffusers give the EDM grid (get_sigmas_karras, use_karras_sigmas)
 
 
-def tau_to_sigma(tau):
+def tau_to_sigma(tau: ArrayLike) -> np.ndarray | float:
     """The VE noise level sigma = sqrt(tau / (1 - tau)) (k-diffusion's and EDM's sigma) of tau in (0, 1).
 
     >>> float(tau_to_sigma(0.5))
@@ -160,7 +163,7 @@ def tau_to_sigma(tau):
     return np.sqrt(tau / (1.0 - tau))
 
 
-def sigma_to_tau(sigma):
+def sigma_to_tau(sigma: ArrayLike) -> np.ndarray | float:
     """The noise level tau = sigma^2 / (1 + sigma^2) of a VE sigma > 0 (the inverse of `tau_to_sigma`):
     a k-diffusion or EDM sigma grid becomes a schedule with `sigma_to_tau(sigmas)`.
 

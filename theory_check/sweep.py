@@ -30,6 +30,8 @@ Guarantees (tests in tests/test_sweep.py):
   sweep on the same folder refuses with a clear message.
 """
 
+from __future__ import annotations
+
 import ast
 import concurrent.futures as cf
 import contextlib
@@ -170,7 +172,7 @@ def git_commit():
         return "unknown"
 
 
-def load_study(path, quick=False):
+def load_study(path: str | os.PathLike, quick: bool = False) -> tuple[str, str, list[dict], str]:
     """(name, description, specs, config_hash) for a study file; every spec validated."""
     path = pathlib.Path(path)
     try:
@@ -550,7 +552,8 @@ def evaluate_on_worker(spec):
     return source_hash(), where, runs.evaluate(spec)
 
 
-def run_study(path, out, jobs=None, executor="local", scheduler=None, quick=False, progress=True):
+def run_study(path: str | os.PathLike, out: str | os.PathLike, jobs: int | None = None, executor: str = "local",
+              scheduler: str | None = None, quick: bool = False, progress: bool = True) -> pd.DataFrame:
     """Run every pending spec of a study, then write <out>/<name>.csv. Returns the DataFrame."""
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', got {executor!r}")

@@ -13,6 +13,8 @@ DPM-Solver++ 2S, Heun, RK4), `multistep` (DPM-Solver++ 2M/3M, UniPC, DEIS, iPNDM
 (the DOP853 ground truth, DDPM), `functional` (`from_function`).
 """
 
+from __future__ import annotations
+
 import importlib
 import inspect
 
@@ -59,7 +61,7 @@ ALIASES = {
 SAMPLER_NAMES = tuple(REGISTRY)
 
 
-def canonical(name):
+def canonical(name: str) -> str:
     """The registry's name for a built-in sampler name or alias (case-insensitive; '_' = '-'), or
     `name` unchanged for "package.module:attr".
 
@@ -89,7 +91,7 @@ def _search_working_directory():
         sys.path.append(cwd)
 
 
-def load(name):
+def load(name: str):
     """Import "package.module:attr" and return the attribute, accepted only when it is a `Sampler`
     subclass or a plain Python function (checked before anything is called)."""
     module, _, attr = name.partition(":")
@@ -116,7 +118,7 @@ def load(name):
                      "or a function fn(model, x, sigmas); refused")
 
 
-def make(name, **params):
+def make(name: str, **params) -> Sampler:
     """A sampler by name with its parameters.
 
     Built-in names (case-insensitive; '_' and '-' alike): heroism (K, N, nodes, sweep), ddim

@@ -19,13 +19,20 @@ span{U, x_in} per sample (targets with an `active_basis` U); "diagonal" as (n, d
 diagonal of a map that acts on each coordinate alone (product targets, `target.diagonal`).
 """
 
+from __future__ import annotations
+
 import itertools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import checks, kernels, schedules
+
+if TYPE_CHECKING:
+    from ..targets import Target
 
 __all__ = ["JACOBIAN_MODES", "fused", "Combination", "NumericalError", "Output", "KnownLogdet", "Tangent", "Sampler", "a_of", "rho_of",
            "tau_of_rho", "lambda_of", "tau_of_lambda"]
@@ -401,16 +408,16 @@ class Sampler:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement integrate()")
 
-    def nfe(self, steps):
+    def nfe(self, steps: int) -> int:
         """Score evaluations (of the batch) of a run of `steps` steps."""
         raise NotImplementedError(f"{type(self).__name__} must implement nfe(steps)")
 
-    def nfe_per_step(self, steps):
+    def nfe_per_step(self, steps: int) -> float:
         """nfe(steps) / steps: evaluations per step, averaged over a run of `steps` steps."""
         steps = checks.integer(steps, "steps", minimum=1)
         return self.nfe(steps) / steps
 
-    def steps_for_budget(self, budget):
+    def steps_for_budget(self, budget: int) -> int:
         """The largest number of steps whose run costs at most `budget` evaluations (at least 1)."""
         budget = checks.integer(budget, "nfe_budget", minimum=1)
         steps = max(1, int(budget // max(self.nfe_per_step(max(1, budget // 4)), 1e-12)))
@@ -427,7 +434,7 @@ class Sampler:
         per_row = d * (d + 1) if jacobian == "full" else 2 * d if jacobian == "diagonal" else d
         return max(16, cls.CHUNK_FLOATS // per_row)
 
-    def run(self, target, taus, x, jacobian="none"):
+    def run(self, target: Target, taus: ArrayLike, x: ArrayLike, jacobian: str = "none") -> Output:
         """Map samples x at taus[0] to samples at taus[-1].
 
         Parameters

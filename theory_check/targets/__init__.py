@@ -29,6 +29,8 @@ errors of set size and regularity: `Perturbed`, `FourierError`, `QuantisedError`
 (`LearnedScore`, an MLP trained by denoising score matching; torch for training only); `make` and `NAMES` here name the benchmark instances.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from .. import checks
@@ -71,7 +73,7 @@ def _random_cov(dim, cond, rng):
     return (R * lam) @ R.T
 
 
-def canonical(name):
+def canonical(name: str) -> str:
     """A target name as `NAMES` spells it: case-insensitive, '_' and '-' alike (as sampler names).
 
     >>> canonical("Swiss_Roll")
@@ -83,7 +85,7 @@ def canonical(name):
     return key if key in NAMES else name
 
 
-def make(name, dim, seed=0, **params):
+def make(name: str, dim: int, seed: int = 0, **params) -> Target:
     """A named benchmark instance in R^dim, deterministic in `seed`::
 
         gmm-iso       4 well-separated isotropic modes, weights .4/.3/.2/.1, sd .2/.3/.45/.6

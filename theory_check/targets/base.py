@@ -2,6 +2,10 @@
 and `from_functions` for plain callables; with the helpers of the structured Jacobian mode
 (SPEC 5.3) that the mixtures and the sphere share."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
 
 from .. import checks
@@ -186,7 +190,8 @@ class FunctionTarget(Target):
         return f"from_functions(dim={self.dim}, score={self.name})"
 
 
-def from_functions(dim, score, score_jacobian=None, log_density=None, sample=None, name=None):
+def from_functions(dim: int, score: Callable, score_jacobian: Callable | None = None, log_density: Callable | None = None,
+                   sample: Callable | None = None, name: str | None = None) -> FunctionTarget:
     """A `Target` from plain callables: score(x, tau) -> (n, d), and optionally
     score_jacobian(x, tau) -> (n, d, d), log_density(x, tau) -> (n,), sample(n, tau, rng) -> (n, d).
 
