@@ -36,7 +36,7 @@ import numpy as np
 from .. import checks
 from .errors import ScoreError
 
-__all__ = ["TRAINING", "MLPScore", "LearnedScore", "train", "cache_dir", "training_key"]
+__all__ = ["TRAINING", "MLPScore", "LearnedScore", "train", "load_or_train", "cache_dir", "training_key"]
 
 TRAINING = dict(width=128, depth=3, steps=3000, batch=512, lr=2e-3, seed=0)
 TAU_0 = 1e-4                    # the training data: exact draws of q_{tau_0}
@@ -66,16 +66,20 @@ def _moments(base, seed):
     return x0.mean(axis=0), float(np.mean(x0.var(axis=0)))
 
 
+def _fingerprint(base, training, extra=""):
+    spec = _spec(training)
+    draws = base.sample(64, 0.5, np.random.default_rng(12345))
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    h.update(f"{type(base).__name__}:{base.dim}:{extra}".encode())
+    h.update(np.ascontiguousarray(draws).tobytes())
+    return h.hexdigest()
+
+
 def training_key(base, training=None):
     """The cache key of a network: the training spec, the target's identity (its class, dimension
     and the bytes of 64 seeded exact draws) and the torch version that trains it."""
     import torch
-    spec = _spec(training)
-    draws = base.sample(64, 0.5, np.random.default_rng(12345))
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    h.update(f"{type(base).__name__}:{base.dim}:{torch.__version__}".encode())
-    h.update(np.ascontiguousarray(draws).tobytes())
-    return h.hexdigest()[:20]
+    return _fingerprint(base, training, torch.__version__)[:20]
 
 
 def _embedding(lam, xp):
@@ -221,12 +225,8 @@ def load_or_train(base, training=None):
 
 
 def _torchless_key(base, training):
-    spec = _spec(training)
-    draws = base.sample(64, 0.5, np.random.default_rng(12345))
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    h.update(f"{type(base).__name__}:{base.dim}".encode())
-    h.update(np.ascontiguousarray(draws).tobytes())
-    return h.hexdigest()[:12]
+    """The key without torch's version: a core install finds any cached network of the spec."""
+    return _fingerprint(base, training)[:12]
 
 
 class LearnedScore(ScoreError):
