@@ -89,15 +89,21 @@ def _finish(fig, title, df, quick, path, bottom=0.0, top=0.93):
     """Title with context, the --quick banner, layout within (bottom, top), atomic save.
 
     The banner goes at the bottom left, where a long title cannot run into it, unless the figure
-    keeps its bottom for a legend (bottom > 0): then at the top left."""
+    keeps its bottom for a legend (bottom > 0): then at the top left on a line of its own, the
+    title moved down below it."""
     import matplotlib
     with matplotlib.rc_context(RC):
-        fig.suptitle(f"{title}\n{context(df)}", fontsize=8)
+        banner_on_top = quick and bottom > 0
+        drop = 0.3 / fig.get_figheight()            # the banner's line: 0.3 inch, whatever the figure's height
+        fig.suptitle(f"{title}\n{context(df)}", fontsize=8, y=0.98 - drop if banner_on_top else 0.98)
         if quick:
-            at_top = bottom > 0
-            fig.text(0.005, 0.995 if at_top else 0.005, QUICK_BANNER, ha="left", va="top" if at_top else "bottom",
-                     fontsize=7, fontweight="bold", bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
-            bottom = bottom if at_top else 0.07
+            fig.text(0.005, 0.995 if banner_on_top else 0.005, QUICK_BANNER, ha="left",
+                     va="top" if banner_on_top else "bottom", fontsize=7, fontweight="bold",
+                     bbox=dict(facecolor="white", edgecolor="black", linewidth=0.6))
+            if banner_on_top:
+                top -= drop
+            else:
+                bottom = 0.07
         fig.tight_layout(rect=(0, bottom, 1, top))
         if path is not None:
             from .sweep import write_atomic
@@ -407,9 +413,10 @@ def score_error(df, path=None, quick=False):
     for i, (K, sub) in enumerate(ok.groupby("K")):
         sub = sub.sort_values("score_err")
         st = _style(i)
-        # where the score error dominates, every K gives the same TV: later K get smaller markers,
-        # hollow, so that coinciding points stay visible one inside the other
-        st.update(markersize=7 - 4 * i / max(n_k - 1, 1), markerfacecolor="white" if i % 2 else st["color"])
+        # where the score error dominates, every K gives the same TV: hollow markers of decreasing
+        # size, so that coinciding points stay visible as concentric rings
+        st.update(markersize=10 - 6 * i / max(n_k - 1, 1), markerfacecolor="none", markeredgewidth=1.3,
+                  linewidth=1.6 - 0.8 * i / max(n_k - 1, 1))
         ax.errorbar(np.sqrt(sub["score_err"]), sub["tv"], yerr=2 * sub["tv_se"], label=f"K={int(K)}", capsize=1.5,
                     elinewidth=0.6, **st)
         floor = df[(df.K == K) & (df.score_eps == 0) & (df.status == "ok")]["tv"]
