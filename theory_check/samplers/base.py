@@ -181,8 +181,9 @@ class Combination:
     """A linear combination sum_i coefs[i] (v_i, D_i) of a tangent's terms, kept unevaluated: as a
     term of `Tangent.combine` it is expanded, so a step's update reads the score and the state in
     one pass instead of first writing the denoiser D = (y + tau g)/a (one pass over the chunk per
-    evaluation: 10-25 % of a multistep sampler's run, benchmarks item 7). Unpacked (`v, D = c`)
-    or indexed, it is evaluated once and behaves as the pair (value, derivative)."""
+    evaluation: Heun's time outside the score went from 22.7 to 11.8 %, DPM-Solver++ 2S's from
+    26.1 to 14.8 %, benchmarks item 7). Unpacked (`v, D = c`) or indexed, it is evaluated once and
+    behaves as the pair (value, derivative)."""
 
     __slots__ = ("tangent", "coefs", "terms", "_pair")
 
