@@ -400,10 +400,17 @@ def _one(spec, target, sampler, steps, jac, rows=None):
 
 def evaluate(spec):
     """The row for one spec (normalised by `normalise`): the spec, the metrics, status "ok" or
-    "failed" with the error (any exception of the run: the sweep goes on), and the wall time.
+    "failed" with the error (any exception of the run: the sweep goes on), or "unavailable" when
+    building it needs an optional dependency this install lacks (the error says what to install;
+    the sweep does not cache such a row), and the wall time.
     A pure function of the spec: every random draw is seeded from it."""
     t0 = time.perf_counter()
-    target, sampler = build(spec)
+    try:
+        target, sampler = build(spec)
+    except targets.learned.MissingDependency as exc:     # torch, for the learned score: say what to install
+        return dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
+                    target_args=json.dumps(spec["target_args"]), status="unavailable", error=str(exc),
+                    wall_time=time.perf_counter() - t0)
     jac = jacobian_mode(target, spec)
     row = dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
                target_args=json.dumps(spec["target_args"]),

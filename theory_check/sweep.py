@@ -582,7 +582,7 @@ def run_study(path: str | os.PathLike, out: str | os.PathLike, jobs: int | None 
             by_key = dict(zip(keys, specs))
             rows = {k: folder.read(f"{k}.json", k) for k in keys}
             bar = _progress(len(specs), sum(r is not None for r in rows.values()), name, progress)
-            failed = 0
+            failed, unavailable = 0, {}
             try:
                 # a row file removed while the sweep ran is recomputed once; gone again, the sweep stops
                 for attempt in range(2):
@@ -594,12 +594,18 @@ def run_study(path: str | os.PathLike, out: str | os.PathLike, jobs: int | None 
                     for k, row in _compute(pending, jobs, executor, scheduler):
                         row = dict(row, study=name, run_key=k, config_hash=cfg_hash, version=__version__,
                                    source_hash=src, git_commit=commit, quick=bool(quick))
-                        folder.write(f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
+                        if row["status"] == "unavailable":
+                            # a missing optional dependency is this machine's state, not the run's
+                            # result: the row goes to the CSV but not to the cache, so installing
+                            # the extra and rerunning computes it
+                            unavailable[k] = row
+                        else:
+                            folder.write(f"{k}.json", json.dumps({"row": row, "sha256": _digest(row)}, default=str))
                         failed += row["status"] != "ok"
                         bar.update(1)
                         bar.set_postfix(failed=failed, remaining=bar.total - bar.n)
                     folder.check()
-                    rows = {k: folder.read(f"{k}.json", k) for k in keys}
+                    rows = {k: unavailable.get(k) or folder.read(f"{k}.json", k) for k in keys}
             finally:
                 bar.close()
         finally:

@@ -36,7 +36,7 @@ import numpy as np
 from .. import checks
 from .errors import ScoreError
 
-__all__ = ["TRAINING", "MLPScore", "LearnedScore", "train", "load_or_train", "cache_dir", "training_key"]
+__all__ = ["TRAINING", "MLPScore", "LearnedScore", "MissingDependency", "train", "load_or_train", "cache_dir", "training_key"]
 
 TRAINING = dict(width=128, depth=3, steps=3000, batch=512, lr=2e-3, seed=0)
 TAU_0 = 1e-4                    # the training data: exact draws of q_{tau_0}
@@ -94,13 +94,17 @@ def _levels(n, rng):
     return 1.0 / (1.0 + np.exp(2.0 * lam)), lam
 
 
+class MissingDependency(ImportError):
+    """Training needs torch and this install has none (the message says what to install)."""
+
+
 def train(base, training=None):
     """Train the network on `base` (a Target); returns its weights as a dict of NumPy arrays.
     Needs torch (the `[compare]` extra)."""
     try:
         import torch
     except ImportError:
-        raise ImportError("score_field 'learned' trains its network with torch, which is not installed: "
+        raise MissingDependency("score_field 'learned' trains its network with torch, which is not installed: "
                           "pip install -e '.[compare]' (a CPU-only torch works: pip install torch "
                           "--index-url https://download.pytorch.org/whl/cpu)") from None
     spec = _spec(training)
