@@ -483,6 +483,18 @@ def _K_text(K):
     return f"HEROISM K = {K}" + (" (min(12, max(2, ⌈log T⌉)))" if K == "log" else "")
 
 
+def _budget_axes(ax, case, failed, title):
+    """A samplers-study panel's frame: its failed runs counted at their budgets, log axes, labels,
+    the budgets as ticks."""
+    _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE budget")
+    ax.set_ylabel("TV (± 2 se)")
+    ax.set_title(title)
+    _plain_ticks(ax, case["nfe_budget"].dropna().unique())
+
+
 @_with_rc
 def samplers(df, path=None, quick=False):
     """TV at equal NFE budgets, one row of panels per target. Left: the production samplers and,
@@ -515,13 +527,7 @@ def samplers(df, path=None, quick=False):
                 _tv_errorbar(row[1], bestK, **_style(i))
         for ax, who in zip(row, ("production samplers", "HEROISM: best configuration per K")):
             failed = c[(c.status != "ok") & ((c.sampler == "heroism") == (who != "production samplers"))]
-            _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("NFE budget")
-            ax.set_ylabel("TV (± 2 se)")
-            ax.set_title(f"{target}, d = {int(dim)}: {who}")
-            _plain_ticks(ax, c["nfe_budget"].dropna().unique())
+            _budget_axes(ax, c, failed, f"{target}, d = {int(dim)}: {who}")
     L = matplotlib.lines.Line2D
     left = {}
     for ax in axes[:, 0]:
@@ -560,14 +566,7 @@ def samplers_heroism(df, path=None, quick=False):
             # two budgets can give one configuration the same steps (and run): drawn once
             _tv_errorbar(ax, sub.drop_duplicates("nfe").sort_values("nfe"), color=OKABE_ITO[i % 8], marker=HEROISM_N[nk],
                          linestyle=HEROISM_VARIANT[(nodes, sw)], markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8])
-        failed = c[c.status != "ok"]
-        _failures(ax, failed.assign(nfe=failed["nfe_budget"]), "nfe")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("NFE budget")
-        ax.set_ylabel("TV (± 2 se)")
-        ax.set_title(f"{target}, d = {int(dim)}")
-        _plain_ticks(ax, c["nfe_budget"].dropna().unique())
+        _budget_axes(ax, c, c[c.status != "ok"], f"{target}, d = {int(dim)}")
     L = matplotlib.lines.Line2D
     handles = [L([], [], color=OKABE_ITO[i % 8], marker="s", linestyle="-", markerfacecolor="white" if i % 2 else OKABE_ITO[i % 8],
                  label=_K_text(K)) for i, K in enumerate(Ks)]
