@@ -17,7 +17,9 @@ ratios of interleaved best-of-k timings are what we report, never bare seconds i
    driven by a batched torch float64 score of the same mixture, same threads (needs the
    `compare` extra): time per NFE and its ratio;
 9. the full-Jacobian chain's linear algebra;
-10. the minimal-NFE search of SPEC 12 against the bisection (cost / steps_min, agreement);
+10. the minimal-NFE search of SPEC 12 against the bisection (cost / steps_min, agreement): on synthetic
+    power laws, on the --quick searches (both run), and on the committed results/ against the bisection's
+    record of the same searches (bisection_20261127.csv: results/ of 2026-11-27; no search rerun);
 11. the default path: a plain library call (no `tune_process()`) against the tuned process, in
     fresh processes, on an idle machine and beside one competing busy process.
 """
@@ -433,6 +435,85 @@ def bench_search(quick):
                 bad.append((spec["target"], spec["dim"], spec["K"], a.steps_min, b.steps_min))
         r = np.array(rows) if rows else np.full((1, 2), np.nan)
         print(f"   {name:12s} {len(specs):8d} {agree:>4d}/{len(specs):<4d} {np.median(r[:, 0]):11.2f} {np.median(r[:, 1]):10.2f}  {bad or ''}")
+    bench_committed_searches()
+
+
+BISECTION_RECORD = pathlib.Path(__file__).with_name("bisection_20261127.csv")
+RUN_PARAMS = ["target", "dim", "target_seed", "target_args", "score_eps", "sampler", "sampler_args", "K", "N", "nodes",
+              "sweep", "schedule", "tau_min", "tau_max", "n", "seed", "init", "metrics", "jacobian", "eps", "max_steps"]
+
+
+def _canonical(v):
+    """A run parameter as one string whatever pandas made of its column (2, 2.0 and "2" alike; missing "")."""
+    if isinstance(v, float):
+        return "" if np.isnan(v) else (str(int(v)) if v.is_integer() else repr(v))
+    return str(v)
+
+
+def _full_n_probes(row):
+    """{steps: (tv, se)} of a minimal-mode row's probes at the full n (the bisection's [steps, tv, se] or the
+    new search's [steps, rows, tv, se]); a fold is (nan, nan)."""
+    import json
+    out = {}
+    for p in json.loads(row["search"]):
+        if len(p) == 3 or p[1] == row["n"]:
+            tv, se = p[-2:]
+            out[int(p[0])] = (np.nan if tv is None else float(tv), np.nan if se is None else float(se))
+    return out
+
+
+def _why(old, new, eps):
+    """Why two certified steps_min of one spec differ: changed numbers at a step both probed at the full n
+    (the code between the two results), or a TV curve that crosses eps more than once."""
+    a, b = _full_n_probes(old), _full_n_probes(new)
+    common = [s for s in a if s in b and np.isfinite(a[s][0]) and np.isfinite(b[s][0])]
+    dev = max((abs(a[s][0] - b[s][0]) / abs(a[s][0]) for s in common), default=0.0)
+    passes = {s for d in (a, b) for s, (tv, se) in d.items() if np.isfinite(tv) and tv + 2 * se <= eps}
+    fails = {s for d in (a, b) for s, (tv, se) in d.items() if not (np.isfinite(tv) and tv + 2 * se <= eps)}
+    if passes and fails and min(passes) < max(fails):
+        return f"TV + 2 se crosses eps more than once (passes at {min(passes)}, fails at {max(fails)})"
+    if dev > 1e-9:
+        return f"TV moved by up to {dev:.1e} relative at steps probed by both"
+    return "same TV at every shared step: the searches bracketed differently"
+
+
+def bench_committed_searches():
+    """The committed results/ searches (the new search) against the bisection's record of the same specs (results/
+    of 2026-11-27, commit 85fff84, numerics 84c5ebb2): agreement of steps_min within the resolution, costs, and
+    the reason of every disagreement. A deterministic count from the CSVs: no search is rerun."""
+    import pandas as pd
+    from theory_check import report, search
+    root = pathlib.Path(__file__).resolve().parent.parent / "results"
+    old = pd.read_csv(BISECTION_RECORD, keep_default_na=False, na_values=[""])
+    print("   committed searches: results/*.csv (new search) vs the bisection's record of 2026-11-27 "
+          f"({BISECTION_RECORD.name})")
+    print(f"   {'study':12s} {'matched':>8s} {'agree 3%':>9s} {'median new':>11s} {'bisection':>10s}")
+    reasons = []
+    for name, o in old.groupby("study", sort=False):
+        path = root / f"{name}.csv"
+        if not path.exists():
+            continue
+        n = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        n = n[(n["mode"] == "minimal") & (n["status"] == "ok")]
+        key = lambda d: d[RUN_PARAMS].apply(lambda c: c.map(_canonical)).agg("|".join, axis=1)
+        m = o.assign(_k=key(o)).merge(n.assign(_k=key(n)), on="_k", suffixes=("_old", ""))
+        agree, ratios = 0, []
+        for r in m.to_dict("records"):
+            a, b, ca, cb = r["steps_min"], r["steps_min_old"], bool(r["censored"]), bool(r["censored_old"])
+            if ca or cb:
+                ok = ca == cb
+            else:
+                ok = abs(a - b) <= max(1, search.REL_RESOLUTION * max(a, b))
+                ratios.append((report.search_cost(r) / a, report.search_cost({"search": r["search_old"]}) / b))
+            agree += ok
+            if not ok:
+                old_row = {"search": r["search_old"], "n": r["n"]}
+                reasons.append(f"{name}: {r['target']} d={r['dim']} {r['sampler']} K={r['K']} N={r['N']} eps={r['eps']}: "
+                               f"bisection {b}, new {a} ({_why(old_row, r, r['eps'])})")
+        q = np.array(ratios) if ratios else np.full((1, 2), np.nan)
+        print(f"   {name:12s} {len(m):8d} {agree:>4d}/{len(m):<4d} {np.median(q[:, 0]):11.2f} {np.median(q[:, 1]):10.2f}")
+    for line in reasons:
+        print("     " + line)
 
 
 _DEFAULT_PATH = """
