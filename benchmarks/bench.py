@@ -466,6 +466,9 @@ def _why(old, new, eps):
     """Why two certified steps_min of one spec differ: changed numbers at a step both probed at the full n
     (the code between the two results), or a TV curve that crosses eps more than once."""
     a, b = _full_n_probes(old), _full_n_probes(new)
+    for row, probes, who in ((old, a, "bisection"), (new, b, "new search")):
+        if str(row.get("censored")) == "True" and int(row["max_steps"]) not in probes:
+            return f"the {who} censored on its model's prediction, without a run at max_steps"
     common = [s for s in a if s in b and np.isfinite(a[s][0]) and np.isfinite(b[s][0])]
     dev = max((abs(a[s][0] - b[s][0]) / abs(a[s][0]) for s in common), default=0.0)
     passes = {s for d in (a, b) for s, (tv, se) in d.items() if np.isfinite(tv) and tv + 2 * se <= eps}
@@ -477,13 +480,13 @@ def _why(old, new, eps):
     return "same TV at every shared step: the searches bracketed differently"
 
 
-def bench_committed_searches():
+def bench_committed_searches(root=None):
     """The committed results/ searches (the new search) against the bisection's record of the same specs (results/
     of 2026-11-27, commit 85fff84, numerics 84c5ebb2): agreement of steps_min within the resolution, costs, and
     the reason of every disagreement. A deterministic count from the CSVs: no search is rerun."""
     import pandas as pd
     from theory_check import report, search
-    root = pathlib.Path(__file__).resolve().parent.parent / "results"
+    root = pathlib.Path(root or pathlib.Path(__file__).resolve().parent.parent / "results")
     old = pd.read_csv(BISECTION_RECORD, keep_default_na=False, na_values=[""])
     print("   committed searches: results/*.csv (new search) vs the bisection's record of 2026-11-27 "
           f"({BISECTION_RECORD.name})")
@@ -507,9 +510,9 @@ def bench_committed_searches():
                 ratios.append((report.search_cost(r) / a, report.search_cost({"search": r["search_old"]}) / b))
             agree += ok
             if not ok:
-                old_row = {"search": r["search_old"], "n": r["n"]}
+                old_row = {"search": r["search_old"], "n": r["n"], "censored": r["censored_old"], "max_steps": r["max_steps"]}
                 reasons.append(f"{name}: {r['target']} d={r['dim']} {r['sampler']} K={r['K']} N={r['N']} eps={r['eps']}: "
-                               f"bisection {b}, new {a} ({_why(old_row, r, r['eps'])})")
+                               f"bisection {'censored' if cb else int(b)}, new {'censored' if ca else int(a)} ({_why(old_row, r, r['eps'])})")
         q = np.array(ratios) if ratios else np.full((1, 2), np.nan)
         print(f"   {name:12s} {len(m):8d} {agree:>4d}/{len(m):<4d} {np.median(q[:, 0]):11.2f} {np.median(q[:, 1]):10.2f}")
     for line in reasons:

@@ -137,3 +137,23 @@ def test_summary_costs_read_both_row_formats():
     res = search.minimal_steps(power_law(1.0, 2), 1e-3, N, 4096)
     new = dict(search=_json.dumps([list(p) for p in res.probes]), search_cost=res.cost)
     assert report.search_cost(new) == pytest.approx(sum(s * r for s, r, _, _ in res.probes) / N)
+
+
+def test_summary_counts_censored_searches_that_never_ran_max_steps():
+    # rows written by hand: a censored search whose full-n probes include max_steps measured its failure
+    # there; one that stopped on its model's prediction (probes on a prefix and below max_steps) did not
+    import json as _json
+    import pandas as pd
+    from theory_check import report
+    rows = [dict(status="ok", censored=True, n=4000, max_steps=2048,
+                 search=_json.dumps([[2, 4000, 0.9, 0.01], [2048, 250, 0.01, 0.001], [2048, 4000, 0.004, 0.0001]])),
+            dict(status="ok", censored=True, n=4000, max_steps=2048,
+                 search=_json.dumps([[2, 250, 0.9, 0.01], [256, 250, 0.02, 0.003]])),
+            dict(status="ok", censored=True, n=4000, max_steps=64,
+                 search=_json.dumps([[2, 0.5, 0.01], [64, 0.2, 0.01]])),          # the bisection's format
+            dict(status="ok", censored=False, n=4000, max_steps=2048, search=_json.dumps([[8, 4000, 0.001, 1e-4]]))]
+    d = pd.DataFrame(rows)
+    assert report._censored_unprobed(d) == 1
+    d["steps_min"] = [None, None, None, 8.0]
+    text = "\n".join(report._search_costs({"s": d}))
+    assert "Censored by prediction" in text and "s 1 " in text

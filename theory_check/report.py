@@ -622,10 +622,31 @@ def _search_costs(frames):
                     f"{np.nansum(cost) / ok['steps_min'].sum():.2f} | {np.nanmedian(ratio):.2f} |")
     if not rows:
         return []
-    return ["Minimal-NFE searches (uncensored): their cost in steps at the full n beside the sum of their steps_min "
-            "(the certificate alone needs about 2: the run at steps_min and the failure just below).", "",
-            "| study | searches | cost (steps at full n) | Σ steps_min | ratio | median per search |",
-            "|---|---|---|---|---|---|", *rows, ""]
+    lines = ["Minimal-NFE searches (uncensored): their cost in steps at the full n beside the sum of their steps_min "
+             "(the certificate alone needs about 2: the run at steps_min and the failure just below).", "",
+             "| study | searches | cost (steps at full n) | Σ steps_min | ratio | median per search |",
+             "|---|---|---|---|---|---|", *rows, ""]
+    predicted = {name: _censored_unprobed(d) for name, d in frames.items() if "search" in d and "censored" in d}
+    if any(predicted.values()):
+        lines += ["**Censored by prediction.** The search stops as censored when its power-law model puts the crossing "
+                  "beyond max_steps, without a run at max_steps; these searches therefore measured no failure at "
+                  "max_steps, and a run there might pass: "
+                  + "; ".join(f"{name} {k}" for name, k in predicted.items() if k)
+                  + " (left out of the fits, as every censored search).", ""]
+    return lines
+
+
+def _censored_unprobed(d):
+    """The censored searches of a study without a full-n probe at max_steps."""
+    k = 0
+    for r in d[(d.status == "ok") & d["censored"].astype(bool)].to_dict("records"):
+        try:
+            probes = json.loads(r["search"])
+        except (TypeError, ValueError):
+            continue
+        full = {p[0] for p in probes if len(p) == 3 or p[1] == r["n"]}
+        k += int(r["max_steps"]) not in full
+    return k
 
 
 def summary(out, quick, elapsed, studies_dir=None):
