@@ -452,7 +452,7 @@ def _canonical(v):
     if isinstance(v, float):
         return "" if np.isnan(v) else (str(int(v)) if v.is_integer() else repr(float(v)))
     if isinstance(v, str) and v.startswith("{"):
-        args = {k: float(x) for k, x in json.loads(v).items()}
+        args = {k: float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for k, x in json.loads(v).items()}
         return json.dumps({k: x for k, x in sorted(args.items()) if products.DEFAULTS.get(k) != x})
     return str(v)
 
