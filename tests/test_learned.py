@@ -1,7 +1,7 @@
 """The learned score (SPEC 11, targets.learned): the NumPy network against an independent torch
 evaluation and autograd Jacobian, its Jacobian against finite differences, training reproducible
 from its seed, trained errors against the untrained network's on fresh exact draws, the disk cache,
-and what a core install without torch says."""
+and what a core install without torch says (the sweep's part in test_learned_core.py, which runs without torch)."""
 
 import sys
 
@@ -133,18 +133,3 @@ def test_a_run_with_the_learned_field(monkeypatch):
     assert row["score_err"] > 0 and row["jac_err"] >= row["jac_err_op"] > 0 and 0 < row["tv"] < 1
     with pytest.raises(ValueError, match="score_eps must be 0 with score_field = 'learned'"):
         runs.normalise(dict(target="gmm-aniso", dim=3, score_field="learned", score_eps=0.1))
-
-
-def test_without_torch_a_sweep_says_what_to_install_and_caches_nothing(tmp_path, monkeypatch):
-    # the core install runs everything but the learned score: its rows say what to install, the
-    # sweep goes on, and no row is cached (installing torch and rerunning then computes it)
-    from theory_check import sweep
-    monkeypatch.setitem(sys.modules, "torch", None)
-    (tmp_path / "s.toml").write_text('[study]\nname = "s"\ndescription = "no torch"\n[defaults]\ntarget = "gmm-aniso"\n'
-                                     'dim = 3\nn = 100\nsteps = 8\nsampler = "ddim"\n[[grid]]\n'
-                                     'score_field = ["smooth", "learned"]\nscore_eps = [0.0]\n[[grid]]\n'
-                                     'score_field = "learned"\n')
-    df = sweep.run_study(tmp_path / "s.toml", tmp_path / "o", jobs=1, progress=False)
-    assert sorted(df.status) == ["ok", "unavailable"]
-    assert "pip install -e '.[compare]'" in df[df.status == "unavailable"].error.iloc[0]
-    assert len(list((tmp_path / "o" / "runs" / "s").glob("*.json"))) == 1
