@@ -457,24 +457,13 @@ def _canonical(v):
     return str(v)
 
 
-def _full_n_probes(row):
-    """{steps: (tv, se)} of a minimal-mode row's probes at the full n (the bisection's [steps, tv, se] or the
-    new search's [steps, rows, tv, se]); a fold is (nan, nan)."""
-    import json
-    out = {}
-    for p in json.loads(row["search"]):
-        if len(p) == 3 or p[1] == row["n"]:
-            tv, se = p[-2:]
-            out[int(p[0])] = (np.nan if tv is None else float(tv), np.nan if se is None else float(se))
-    return out
-
-
 def _why(old, new, eps):
     """Why two certified steps_min of one spec differ: changed numbers at a step both probed at the full n
     (the code between the two results), or a TV curve that crosses eps more than once."""
-    a, b = _full_n_probes(old), _full_n_probes(new)
-    for row, probes, who in ((old, a, "bisection"), (new, b, "new search")):
-        if str(row.get("censored")) == "True" and int(row["max_steps"]) not in probes:
+    from theory_check import report
+    a, b = report.full_n_probes(old), report.full_n_probes(new)
+    for row, who in ((old, "bisection"), (new, "new search")):
+        if report.censored_by_prediction(row):
             return f"the {who} censored on its model's prediction, without a run at max_steps"
     common = [s for s in a if s in b and np.isfinite(a[s][0]) and np.isfinite(b[s][0])]
     dev = max((abs(a[s][0] - b[s][0]) / abs(a[s][0]) for s in common), default=0.0)

@@ -636,16 +636,30 @@ def _search_costs(frames):
     return lines
 
 
+def full_n_probes(row):
+    """{steps: (tv, se)} of a minimal-mode row's probes at the full n: the bisection's [steps, tv, se]
+    or the search's [steps, rows, tv, se]; a fold is (nan, nan)."""
+    out = {}
+    for p in json.loads(row["search"]):
+        if len(p) == 3 or p[1] == row["n"]:
+            tv, se = p[-2:]
+            out[int(p[0])] = (np.nan if tv is None else float(tv), np.nan if se is None else float(se))
+    return out
+
+
+def censored_by_prediction(row):
+    """A censored search without a full-n run at max_steps: its censoring is the model's prediction."""
+    return bool(row["censored"]) and int(row["max_steps"]) not in full_n_probes(row)
+
+
 def _censored_unprobed(d):
-    """The censored searches of a study without a full-n probe at max_steps."""
+    """The number of a study's searches censored by prediction (`censored_by_prediction`)."""
     k = 0
-    for r in d[(d.status == "ok") & d["censored"].astype(bool)].to_dict("records"):
+    for r in d[d.status == "ok"].to_dict("records"):
         try:
-            probes = json.loads(r["search"])
+            k += censored_by_prediction(r)
         except (TypeError, ValueError):
             continue
-        full = {p[0] for p in probes if len(p) == 3 or p[1] == r["n"]}
-        k += int(r["max_steps"]) not in full
     return k
 
 
