@@ -405,16 +405,14 @@ def evaluate(spec):
     the sweep does not cache such a row), and the wall time.
     A pure function of the spec: every random draw is seeded from it."""
     t0 = time.perf_counter()
+    row = dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
+               target_args=json.dumps(spec["target_args"]))
     try:
         target, sampler = build(spec)
     except targets.learned.MissingDependency as exc:     # torch, for the learned score: say what to install
-        return dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
-                    target_args=json.dumps(spec["target_args"]), status="unavailable", error=str(exc),
-                    wall_time=time.perf_counter() - t0)
+        return dict(row, status="unavailable", error=str(exc), wall_time=time.perf_counter() - t0)
     jac = jacobian_mode(target, spec)
-    row = dict(spec, metrics=",".join(spec["metrics"]), sampler_args=json.dumps(spec["sampler_args"]),
-               target_args=json.dumps(spec["target_args"]),
-               jacobian=jac, status="ok", error="")
+    row.update(jacobian=jac, status="ok", error="")
     try:
         if spec["mode"] == "fixed":
             if spec["nfe_budget"]:
