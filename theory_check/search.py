@@ -14,6 +14,9 @@ sum over probes of steps x n_probe / n (in steps at the full n):
 * the prefix of a probe is the smallest whose predicted TV - 4 se clears eps by 20 %: a step
   count far above eps is rejected for a fraction of a run, one near it goes to the full n.
 
+A probe whose TV is above MODEL_MAX_TV is saturated (TV <= 1 bends the curve flat there) and stays
+out of the model: until two probes are below it the search doubles, on prefixes. A prediction
+beyond max_steps is probed at max_steps: a search is censored only by a failure measured there.
 A probe that folds or goes non-finite counts as a fail, as in the bisection. Both searches are
 plain functions of a `probe(steps, rows) -> (tv, se) | None` callback, so that they can be tested on
 synthetic TV curves (tests/test_search.py) and compared on the same runs (`python -m benchmarks`).
@@ -37,6 +40,8 @@ PREFIXES = (64, 16, 4)          # n / 4^k
 REJECT_SE = 4.0                 # a prefix rejects when TV - 4 se > eps
 PREFIX_MARGIN = 1.2             # ... and a prefix is chosen where the prediction clears eps by 20 %
 FIRST_STEPS = 2
+MODEL_MAX_TV = 0.5              # TV is at most 1: a probe near it is saturated (or folded), off the power
+                                # law; a model through it predicts a crossing far from the true one
 
 
 @dataclass
@@ -97,7 +102,8 @@ def bisection(probe, eps, n, max_steps):
 
 def _power_law(points):
     """(log A, p) of TV = A steps^-p through the two probes nearest the crossing, or None."""
-    pts = sorted((s, tv) for s, tv in points if tv is not None and math.isfinite(tv) and tv > 0)
+    pts = sorted((s, tv) for s, tv in points
+                 if tv is not None and math.isfinite(tv) and 0 < tv <= MODEL_MAX_TV)
     if len(pts) < 2:
         return None
     (s1, t1), (s2, t2) = pts[-2], pts[-1]
@@ -134,8 +140,10 @@ def minimal_steps(probe, eps, n, max_steps):
         return tv, se
 
     def rho():
-        """se/TV scaled to the full n, from the most precise probe (the first of them at that precision)."""
-        return max(best.values(), key=lambda v: v[2])[1] if best else 0.05
+        """se/TV scaled to the full n, from the most precise unsaturated probe (the first of them at
+        that precision); a saturated TV near 1 has a relative se far below the crossing's."""
+        usable = [v for v in best.values() if v[0] <= MODEL_MAX_TV]
+        return max(usable, key=lambda v: v[2])[1] if usable else 0.05
 
     def predicted(steps):
         model = _power_law([(s, v[0]) for s, v in best.items()])
@@ -190,6 +198,7 @@ def minimal_steps(probe, eps, n, max_steps):
         if cand < a / (1.0 - REL_RESOLUTION):
             return a
         return min(max(cand, a), b)
+
     def log_width():
         return math.log(state["hi"] / max(state["lo"], 1)) if state["hi"] is not None else math.inf
 
@@ -199,7 +208,9 @@ def minimal_steps(probe, eps, n, max_steps):
             return Search(hi, probes, n)
         steps = propose()
         if steps > max_steps:
-            return Search(None, probes, n)
+            if lo >= max_steps:
+                return Search(None, probes, n)
+            steps = max_steps       # censored only by a failure at max_steps, never by a prediction
         width, was_model = log_width(), not state["bisect"]
         if decide(steps) == "pass":
             state["hi"] = steps
