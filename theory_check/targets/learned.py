@@ -66,20 +66,25 @@ def _moments(base, seed):
     return x0.mean(axis=0), float(np.mean(x0.var(axis=0)))
 
 
-def _fingerprint(base, training, extra=""):
+def _fingerprint(base, training):
+    """The training spec and the target's identity: its class, dimension and the bytes of 64
+    seeded exact draws."""
     spec = _spec(training)
     draws = base.sample(64, 0.5, np.random.default_rng(12345))
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    h.update(f"{type(base).__name__}:{base.dim}:{extra}".encode())
+    h.update(f"{type(base).__name__}:{base.dim}".encode())
     h.update(np.ascontiguousarray(draws).tobytes())
     return h.hexdigest()
 
 
-def training_key(base, training=None):
-    """The cache key of a network: the training spec, the target's identity (its class, dimension
-    and the bytes of 64 seeded exact draws) and the torch version that trains it."""
+def _versioned(fingerprint):
     import torch
-    return _fingerprint(base, training, torch.__version__)[:20]
+    return hashlib.sha256(f"{fingerprint}:{torch.__version__}".encode()).hexdigest()[:20]
+
+
+def training_key(base, training=None):
+    """The cache key of a network: `_fingerprint` and the torch version that trains it."""
+    return _versioned(_fingerprint(base, training))
 
 
 def _embedding(lam, xp):
@@ -211,26 +216,20 @@ def _save(path, weights):
 
 def load_or_train(base, training=None):
     """The weights of the network for (base, training): from the cache, else trained and cached."""
+    fingerprint = _fingerprint(base, training)
     try:
-        key = training_key(base, training)
-    except ImportError:
-        key = None
-    if key is None:         # without torch, any cached network of this spec and target will do
-        found = sorted(cache_dir().glob(f"*-{_torchless_key(base, training)}.npz"))
+        key = _versioned(fingerprint)
+    except ImportError:         # without torch, any cached network of this spec and target will do
+        found = sorted(cache_dir().glob(f"*-{fingerprint[:12]}.npz"))
         if found:
             return dict(np.load(found[0]))
         train(base, training)           # raises the ImportError saying what to install
-    path = cache_dir() / f"{key}-{_torchless_key(base, training)}.npz"
+    path = cache_dir() / f"{key}-{fingerprint[:12]}.npz"
     if path.exists():
         return dict(np.load(path))
     weights = train(base, training)
     _save(path, weights)
     return weights
-
-
-def _torchless_key(base, training):
-    """The key without torch's version: a core install finds any cached network of the spec."""
-    return _fingerprint(base, training)[:12]
 
 
 class LearnedScore(ScoreError):
