@@ -95,6 +95,22 @@ def test_samplers_figure_shows_every_run():
     assert points(sup.axes)[1] == int(((df.status != "ok") & (df.sampler == "heroism")).sum())
 
 
+def test_no_series_hides_another():
+    # score_error: K = 3 and K = 4 give the same TV at every score error; each K is shifted in x by
+    # DODGE, so no two K's markers sit at the same point
+    rows = [dict(status="ok", K=K, score_eps=e, score_err=(0.1 * e) ** 2, tv=0.3 * e, tv_se=1e-3 * e, target="gmm-aniso",
+                 dim=4, schedule="log_snr", tau_min=1e-3, tau_max=0.999, init="exact") for K in (3, 4) for e in (0.01, 0.1, 1.0)]
+    fig = plots.score_error(pd.DataFrame(rows))
+    xs = {c.get_label(): c.lines[0].get_xdata() for c in fig.axes[0].containers}
+    assert np.allclose(xs["K=4"] / xs["K=3"], plots.DODGE)
+    # samplers: no HEROISM K series (right panels) has the colour and marker of a production sampler
+    # (left; K = 2 was drawn as DDIM's black circle)
+    fig = plots.samplers(pd.read_csv(ROOT / "results" / "samplers.csv"))
+    marks = lambda side: {(c.get_color(), c.get_marker()) for ax in fig.axes if ax.get_title().endswith(side)
+                          for c in ax.get_lines() if c.get_linestyle() != "None"}
+    assert marks("best configuration per K") and not marks("best configuration per K") & marks("production samplers")
+
+
 def test_importing_the_library_leaves_the_process_alone():
     code = ("import os, matplotlib; b = matplotlib.get_backend(); g = os.environ.get('GOMP_SPINCOUNT'); "
             "import theory_check, theory_check.plots, theory_check.report; "

@@ -22,6 +22,7 @@ __all__ = ["order", "dimension", "tightness", "epsilon", "refinement", "score_er
            "FIGURES", "figure_for", "context"]
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+DODGE = 1.25        # the x shift between series that would coincide (score_error's K): 0.1 decade, a marker's width on 3 decades
 RC = {"font.size": 8, "axes.labelsize": 8, "legend.fontsize": 6.5, "axes.titlesize": 8, "axes.grid": True,
       "grid.alpha": 0.3, "lines.markersize": 4.5, "font.family": "serif", "xtick.labelsize": 7, "ytick.labelsize": 7,
       "legend.framealpha": 0.6}
@@ -407,18 +408,18 @@ def refinement(df, path=None, quick=False):
 def score_error(df, path=None, quick=False):
     """TV vs realised RMS score error per K, with the exact-score floors and the theory slope 1."""
     ok = df[(df.status == "ok") & (df.score_eps > 0)]
-    fig, axes = _figure(1, 4.8, 3.6)
+    fig, axes = _figure(1, 6.6, 3.6)
     ax = axes[0]
     n_k = ok["K"].nunique()
     for i, (K, sub) in enumerate(ok.groupby("K")):
         sub = sub.sort_values("score_err")
         st = _style(i)
-        # where the score error dominates, every K gives the same TV: hollow markers of decreasing
-        # size, so that coinciding points stay visible as concentric rings
-        st.update(markersize=10 - 6 * i / max(n_k - 1, 1), markerfacecolor="none", markeredgewidth=1.3,
-                  linewidth=1.6 - 0.8 * i / max(n_k - 1, 1))
-        ax.errorbar(np.sqrt(sub["score_err"]), sub["tv"], yerr=2 * sub["tv_se"], label=f"K={int(K)}", capsize=1.5,
-                    elinewidth=0.6, **st)
+        # where the score error dominates, every K gives the same TV (K = 3 and 4 coincide at every
+        # ε): each K is drawn shifted by a factor DODGE^(i - centre) in x, hollow, so none hides another
+        st.update(markerfacecolor="none", markeredgewidth=1.2, markersize=6)
+        shift = DODGE ** (i - (n_k - 1) / 2)
+        ax.errorbar(np.sqrt(sub["score_err"]) * shift, sub["tv"], yerr=2 * sub["tv_se"], label=f"K={int(K)}",
+                    capsize=1.5, elinewidth=0.6, **st)
         floor = df[(df.K == K) & (df.score_eps == 0) & (df.status == "ok")]["tv"]
         if len(floor):
             ax.axhline(float(floor.iloc[0]), color=st["color"], linewidth=0.7, linestyle=":")
@@ -430,9 +431,10 @@ def score_error(df, path=None, quick=False):
         # the guide is drawn 3x above the data it is fitted through, so it never hides them
         _slope_line(ax, x[big], 3 * ok["tv"][big], 1.0, "slope 1 (TV ∝ score error), offset ×3 above the data")
     ax.plot([], [], ":", color="0.4", label="exact-score floor (ε = 0), per K (its colour)")
-    ax.set_xlabel("realised RMS score error $(\\overline{E|\\hat s - s|^2})^{1/2}$")
+    ax.set_xlabel("realised RMS score error $(\\overline{E|\\hat s - s|^2})^{1/2}$"
+                  f"\n(successive K shifted by ×{DODGE:g} in x, so that coinciding points stay visible)")
     ax.set_ylabel("TV$(p_\\mathrm{out}, q)$ ± 2 se")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6.5, frameon=False)
     return _finish(fig, "Graceful degradation with score error", df, quick, path)
 
 
@@ -479,6 +481,15 @@ def _heroism_K_labels(d):
     return sorted({str(k) for k in d.loc[d.sampler == "heroism", "K"].dropna()}, key=lambda k: (k == "log", k))
 
 
+K_MARKERS = ["P", "X", "*", "h", "p", "8"]
+
+
+def _k_style(i):
+    """HEROISM's K-th series in the samplers figure: the colours of _style, but markers no
+    production sampler uses (K = 2 would otherwise be DDIM's black circle)."""
+    return dict(_style(i), marker=K_MARKERS[i % len(K_MARKERS)], markersize=6)
+
+
 def _K_text(K):
     return f"HEROISM K = {K}" + (" (min(12, max(2, ⌈log T⌉)))" if K == "log" else "")
 
@@ -493,6 +504,9 @@ def _budget_axes(ax, case, failed, title):
     ax.set_ylabel("TV (± 2 se)")
     ax.set_title(title)
     _plain_ticks(ax, case["nfe_budget"].dropna().unique())
+    if len(failed):                     # headroom: the crosses at the top edge never sit on a data point
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * (hi / lo) ** 0.15)
 
 
 @_with_rc
@@ -524,7 +538,7 @@ def samplers(df, path=None, quick=False):
             for K, sub in her.groupby(her.K.astype(str)):
                 i = Ks.index(K)
                 bestK = sub.loc[sub.groupby("nfe_budget").tv.idxmin()].drop_duplicates("nfe").sort_values("nfe")
-                _tv_errorbar(row[1], bestK, **_style(i))
+                _tv_errorbar(row[1], bestK, **_k_style(i))
         for ax, who in zip(row, ("production samplers", "HEROISM: best configuration per K")):
             failed = c[(c.status != "ok") & ((c.sampler == "heroism") == (who != "production samplers"))]
             _budget_axes(ax, c, failed, f"{target}, d = {int(dim)}: {who}")
@@ -533,7 +547,7 @@ def samplers(df, path=None, quick=False):
     for ax in axes[:, 0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             left.setdefault(lab, h)
-    right = [L([], [], label=_K_text(K) + ": its best N, nodes and sweep", **_style(i)) for i, K in enumerate(Ks)]
+    right = [L([], [], label=_K_text(K) + ": its best N, nodes and sweep", **_k_style(i)) for i, K in enumerate(Ks)]
     right += [L([], [], marker="o", markersize=8, markerfacecolor="none", color="0.0", markeredgewidth=0.5, linestyle="none",
                 label="ringed: TV ≤ 3 se (not resolved)"),
               L([], [], marker="x", color="0.0", linestyle="none", label="failed (map folded or non-finite), n = count")]
