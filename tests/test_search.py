@@ -193,8 +193,12 @@ def test_summary_counts_censored_searches_that_never_ran_max_steps():
             dict(status="ok", censored=True, n=4000, max_steps=64,
                  search=_json.dumps([[2, 0.5, 0.01], [64, 0.2, 0.01]])),          # the bisection's format
             dict(status="ok", censored=False, n=4000, max_steps=2048, search=_json.dumps([[8, 4000, 0.001, 1e-4]]))]
+    # the search now probes max_steps before censoring, often on a prefix: a rejection there by 4 se
+    # is a measured failure (not a prediction)
+    rows.append(dict(status="ok", censored=True, n=4000, max_steps=2048, eps=1e-3,
+                     search=_json.dumps([[2, 250, 0.9, 0.01], [256, 250, 0.02, 0.003], [2048, 250, 0.01, 0.001]])))
     d = pd.DataFrame(rows)
     assert report._censored_unprobed(d) == 1
-    d["steps_min"] = [None, None, None, 8.0]
+    d["steps_min"] = [None, None, None, 8.0, None]
     text = "\n".join(report._search_costs({"s": d}))
     assert "Censored by prediction" in text and "s 1 " in text

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from . import __version__, fits, plots, runs, schedules, sweep, targets
+from . import __version__, fits, plots, runs, schedules, search, sweep, targets
 from . import samplers as S
 
 __all__ = ["reproduce", "fit", "plot", "summary", "baseline", "load", "is_quick", "study_files", "initial_tv", "BASELINE_SPECS"]
@@ -628,9 +628,9 @@ def _search_costs(frames):
              "|---|---|---|---|---|---|", *rows, ""]
     predicted = {name: _censored_unprobed(d) for name, d in frames.items() if "search" in d and "censored" in d}
     if any(predicted.values()):
-        lines += ["**Censored by prediction.** The search stops as censored when its power-law model puts the crossing "
-                  "beyond max_steps, without a run at max_steps; these searches therefore measured no failure at "
-                  "max_steps, and a run there might pass: "
+        lines += ["**Censored by prediction.** Before 2026-12-02 the search stopped as censored when its power-law "
+                  "model put the crossing beyond max_steps, without a run at max_steps (it now probes max_steps "
+                  "first); these searches measured no failure at max_steps, and a run there might pass: "
                   + "; ".join(f"{name} {k}" for name, k in predicted.items() if k)
                   + " (left out of the fits, as every censored search).", ""]
     return lines
@@ -648,8 +648,18 @@ def full_n_probes(row):
 
 
 def censored_by_prediction(row):
-    """A censored search without a full-n run at max_steps: its censoring is the model's prediction."""
-    return bool(row["censored"]) and int(row["max_steps"]) not in full_n_probes(row)
+    """A censored search that measured no failure at max_steps (neither a full-n run there nor a
+    prefix that rejected it by 4 se): its censoring is the model's prediction. The search of
+    2026-12-02 on probes max_steps before it censors; searches made before it could stop so."""
+    if not bool(row["censored"]):
+        return False
+    m = int(row["max_steps"])
+    for p in json.loads(row["search"]):
+        if int(p[0]) != m:
+            continue
+        if len(p) == 3 or p[1] == row["n"] or search._rejects(p[2], p[3], float(row["eps"])):
+            return False
+    return True
 
 
 def _censored_unprobed(d):
