@@ -650,7 +650,7 @@ def full_n_probes(row):
 def censored_by_prediction(row):
     """A censored search that measured no failure at max_steps (neither a full-n run there nor a
     prefix that rejected it by 4 se): its censoring is the model's prediction. The search of
-    2026-12-02 on probes max_steps before it censors; searches made before it could stop so."""
+    2026-12-02 onwards probes max_steps before it censors; searches made before it could stop so."""
     if not bool(row["censored"]):
         return False
     m = int(row["max_steps"])
