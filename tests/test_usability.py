@@ -111,6 +111,13 @@ def test_no_series_hides_another():
     assert marks("best configuration per K") and not marks("best configuration per K") & marks("production samplers")
 
 
+def test_reproduce_says_what_failed_runs_are():
+    from theory_check import cli
+    ok, bad = pd.DataFrame(dict(status=["ok", "ok"])), pd.DataFrame(dict(status=["ok", "failed"]))
+    assert cli._failed_note({"a": ok}) == ""
+    assert "not errors" in cli._failed_note({"a": ok, "b": bad}) and "Failed runs" in cli._failed_note({"b": bad})
+
+
 def test_importing_the_library_leaves_the_process_alone():
     code = ("import os, matplotlib; b = matplotlib.get_backend(); g = os.environ.get('GOMP_SPINCOUNT'); "
             "import theory_check, theory_check.plots, theory_check.report; "

@@ -131,7 +131,16 @@ def _cmd_reproduce(a):
     frames = report.load(out)
     counts = ", ".join(f"{name} {int((df.status != 'ok').sum())}/{len(df)}" for name, df in frames.items())
     print(f"reproduced in {(time.perf_counter() - t0) / 60:.1f} min -> {out}/ (SUMMARY.md, *.csv, *.png, baseline.json); "
-          f"failed runs per study: {counts}")
+          f"failed runs per study: {counts}" + _failed_note(frames))
+
+
+def _failed_note(frames):
+    """What the count of failed runs means, said where the count is printed (only when there are some)."""
+    if not any((df.status != "ok").any() for df in frames.values()):
+        return ""
+    return ("\nfailed runs are results, not errors: a sampler whose map folds or goes non-finite at a small "
+            "step count or a large score error is recorded as failed (the row's error column says at which step "
+            "and tau); SUMMARY.md lists them under 'Failed runs'")
 
 
 def _cmd_fit(a):
