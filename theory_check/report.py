@@ -654,12 +654,10 @@ def censored_by_prediction(row):
     if not bool(row["censored"]):
         return False
     m = int(row["max_steps"])
-    for p in json.loads(row["search"]):
-        if int(p[0]) != m:
-            continue
-        if len(p) == 3 or p[1] == row["n"] or search._rejects(p[2], p[3], float(row["eps"])):
-            return False
-    return True
+    if m in full_n_probes(row):
+        return False
+    return not any(int(p[0]) == m and search._rejects(p[2], p[3], float(row["eps"]))
+                   for p in json.loads(row["search"]) if len(p) == 4)
 
 
 def _censored_unprobed(d):
