@@ -208,6 +208,6 @@ def test_load_returns_typed_frames(tmp_path):
 
 def test_instance_label_has_no_stray_separator_for_default_arguments():
     # the tightness tables read "uniform-cube , τ_min 0.001" when every target argument was the default
-    from theory_check import report
-    assert report._instance("uniform-cube", {}) == "uniform-cube"
-    assert report._instance("product-gmm", {"scale": 4.0, "width": 0.5}) == "product-gmm scale 4, width 0.5"
+    from theory_check import plots
+    assert plots.instance_text("uniform-cube", {}) == "uniform-cube"
+    assert plots.instance_text("product-gmm", {"scale": 4.0, "width": 0.5}) == "product-gmm scale 4, width 0.5"

@@ -340,7 +340,7 @@ def tightness(df, path=None, quick=False):
                 ax.errorbar(fitted.x, fitted.fitted, yerr=[fitted.fitted - fitted.ci_lo, fitted.ci_hi - fitted.fitted],
                             linestyle="none", marker=MARKERS[j % len(MARKERS)], color=colour, markersize=3.5,
                             elinewidth=0.5, capsize=1.2, markerfacecolor="white" if float(tm) < 1e-4 else colour,
-                            label=f"{target} {args_text(args)}" if tm == sub.tau_min.max() else None)
+                            label=instance_text(target, args) if tm == sub.tau_min.max() else None)
                 if len(bare):
                     ax.plot(bare.x, bare.fitted, "x", color=colour, markersize=3, markeredgewidth=0.6)
         if (~e.has_ci).any():
@@ -360,6 +360,11 @@ def tightness(df, path=None, quick=False):
     ax.plot([], [], "o", color="0.5", markerfacecolor="white", label="hollow: τ_min = 1e-5, filled: 1e-3")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)
     return _finish(fig, "Tightness probe: the largest d-exponent found per K", df, quick, path)
+
+
+def instance_text(target, args):
+    """'product-gmm scale 4, width 0.5', or the bare name where every argument is the default."""
+    return " ".join(p for p in (target, args_text(args)) if p)
 
 
 def args_text(args):

@@ -467,7 +467,7 @@ def _censored_bound(df):
             cap = S.make("heroism", K=int(r.K), N=N, nodes=r.nodes, sweep=r.sweep).nfe(int(r.max_steps))
             b = math.log(cap / nfe0) / math.log(r.dim / d0)
             if best is None or b > best[0]:
-                best = (b, f"{_instance(target, args)}, τ_min {tau_min:g}: NFE {nfe0:.0f} at d = {d0:.0f}, "
+                best = (b, f"{plots.instance_text(target, args)}, τ_min {tau_min:g}: NFE {nfe0:.0f} at d = {d0:.0f}, "
                            f"> {cap} at d = {r.dim:.0f}")
     return best
 
@@ -491,7 +491,7 @@ def _tightness_section(df, e):
             continue
         r = fitted.loc[fitted.fitted.idxmax()]
         ratios.append(r.fitted / r.theory)
-        rows.append([int(K), f"{len(fitted)} of {len(sub)}", f"{_instance(r.target, r.target_args)}, τ_min {r.tau_min:g}",
+        rows.append([int(K), f"{len(fitted)} of {len(sub)}", f"{plots.instance_text(r.target, r.target_args)}, τ_min {r.tau_min:g}",
                      _ci(r), f"{r.theory:.2f}", _fmt(r.theory - r.ci_hi, ".2f"), f"{r.fitted / r.theory:.2f}", r.verdict,
                      f"{r.prediction:.3f}", f"{fitted.fitted.median():.2f}"])
     lines += _md_table(["K", "instances fitted", "largest b found at", "b [95% CI]", "theorem 1 + 2/K",
@@ -669,11 +669,6 @@ def _censored_unprobed(d):
         except (TypeError, ValueError):
             continue
     return k
-
-
-def _instance(target, args):
-    """'product-gmm scale 4, width 0.5', or the bare name where every argument is the default."""
-    return " ".join(p for p in (target, plots.args_text(args)) if p)
 
 
 def summary(out, quick, elapsed, studies_dir=None):
